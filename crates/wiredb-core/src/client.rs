@@ -1,0 +1,228 @@
+//! The WebSocket client (ws and wss), the counterpart of the server: a socket pumped by tokio
+//! between an outbound queue (filled without waiting by the local document) and an inbound
+//! queue (drained by the local document, which applies everything pending at once).
+//!
+//! Local updates waiting to be sent are merged into one message when more than one is pending,
+//! so a burst of edits costs one frame and the outbound queue stays small.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use crate::guard::{self, GuardLimits};
+use crate::protocol::Message;
+use crate::queue::{CloseReason, FrameQueue};
+
+/// Merge local updates in place once this many are waiting.
+const MERGE_THRESHOLD: usize = 64;
+
+#[derive(Default)]
+struct OutState {
+    frames: Vec<Bytes>,
+    updates: Vec<Bytes>,
+    closing: Option<CloseReason>,
+}
+
+/// What the local side sends. Never blocks and never drops: control frames are few, and pending
+/// updates are merged.
+pub struct Outbound {
+    state: Mutex<OutState>,
+    notify: Notify,
+    limits: GuardLimits,
+}
+
+impl Outbound {
+    pub fn new(limits: GuardLimits) -> Self {
+        Outbound {
+            state: Mutex::new(OutState::default()),
+            notify: Notify::new(),
+            limits,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, OutState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues an encoded frame (sync step 1 or 2, awareness). Returns false once closing.
+    pub fn send_frame(&self, frame: Bytes) -> bool {
+        let mut state = self.lock();
+        if state.closing.is_some() {
+            return false;
+        }
+        state.frames.push(frame);
+        drop(state);
+        self.notify.notify_one();
+        true
+    }
+
+    /// Queues a local v1 update. Returns false once closing.
+    pub fn send_update(&self, update: Bytes) -> bool {
+        let mut state = self.lock();
+        if state.closing.is_some() {
+            return false;
+        }
+        state.updates.push(update);
+        if state.updates.len() >= MERGE_THRESHOLD {
+            if let Ok(merged) = guard::merge_updates(&state.updates, &self.limits) {
+                state.updates = vec![merged.into()];
+            }
+        }
+        drop(state);
+        self.notify.notify_one();
+        true
+    }
+
+    /// Sends what is queued, then closes the connection with `reason`.
+    pub fn close(&self, reason: CloseReason) {
+        let mut state = self.lock();
+        if state.closing.is_none() {
+            state.closing = Some(reason);
+        }
+        drop(state);
+        self.notify.notify_one();
+    }
+
+    /// Everything to send now, updates merged into one frame, and whether to close after it.
+    fn take(&self) -> (Vec<Bytes>, Option<CloseReason>) {
+        let mut state = self.lock();
+        let mut frames = std::mem::take(&mut state.frames);
+        let updates = std::mem::take(&mut state.updates);
+        match updates.len() {
+            0 => {}
+            1 => frames.extend(updates.into_iter().map(|u| Message::Update(u).encode())),
+            _ => match guard::merge_updates(&updates, &self.limits) {
+                Ok(merged) => frames.push(Message::Update(merged.into()).encode()),
+                // Our own updates should always merge; if not, send them one by one.
+                Err(_) => frames.extend(updates.into_iter().map(|u| Message::Update(u).encode())),
+            },
+        }
+        (frames, state.closing.clone())
+    }
+}
+
+/// A client connection as seen by the local document.
+pub struct WsClient {
+    pub outbound: Arc<Outbound>,
+    pub inbound: Arc<FrameQueue>,
+}
+
+/// Connects in the background on the current tokio runtime; failures and the end of the
+/// connection are reported by closing `inbound` (code 1006 with the error when it never
+/// connected or was lost).
+pub fn connect(
+    url: &str,
+    headers: Vec<(String, String)>,
+    inbound: Arc<FrameQueue>,
+    max_message_bytes: usize,
+    limits: GuardLimits,
+) -> WsClient {
+    let outbound = Arc::new(Outbound::new(limits));
+    let client = WsClient {
+        outbound: outbound.clone(),
+        inbound: inbound.clone(),
+    };
+    let url = url.to_owned();
+    tokio::spawn(async move {
+        if let Err(reason) = run(&url, headers, &outbound, &inbound, max_message_bytes).await {
+            inbound.close(reason);
+        }
+    });
+    client
+}
+
+async fn run(
+    url: &str,
+    headers: Vec<(String, String)>,
+    outbound: &Outbound,
+    inbound: &FrameQueue,
+    max_message_bytes: usize,
+) -> Result<(), CloseReason> {
+    let failed = |what: &str, error: &dyn std::fmt::Display| {
+        CloseReason::new(1006, format!("{what} {url}: {error}"))
+    };
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| failed("invalid URL", &e))?;
+    for (name, value) in headers {
+        let value = HeaderValue::from_str(&value).map_err(|e| failed("invalid header for", &e))?;
+        let name = tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| failed("invalid header for", &e))?;
+        request.headers_mut().insert(name, value);
+    }
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max_message_bytes))
+        .max_frame_size(Some(max_message_bytes))
+        .write_buffer_size(0);
+    let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, None)
+        .await
+        .map_err(|e| failed("cannot connect to", &e))?;
+    let (mut sink, mut stream) = ws.split();
+
+    let writer = async {
+        loop {
+            let notified = outbound.notify.notified();
+            let (frames, closing) = outbound.take();
+            for frame in &frames {
+                sink.feed(WsMessage::Binary(frame.clone())).await?;
+            }
+            if !frames.is_empty() {
+                sink.flush().await?;
+            }
+            if let Some(reason) = closing {
+                let frame = CloseFrame {
+                    code: CloseCode::from(reason.code),
+                    reason: reason.reason.into(),
+                };
+                sink.send(WsMessage::Close(Some(frame))).await?;
+                return Ok::<(), tokio_tungstenite::tungstenite::Error>(());
+            }
+            if frames.is_empty() {
+                notified.await;
+            }
+        }
+    };
+    let reader = async {
+        while let Some(message) = stream.next().await {
+            match message {
+                Ok(WsMessage::Binary(frame)) => {
+                    if !inbound.push_wait(frame).await {
+                        break;
+                    }
+                }
+                Ok(WsMessage::Close(frame)) => {
+                    return frame.map_or_else(CloseReason::normal, |f| {
+                        CloseReason::new(f.code.into(), f.reason.as_str())
+                    });
+                }
+                Ok(_) => {}
+                Err(error) => return CloseReason::new(1006, format!("connection lost: {error}")),
+            }
+        }
+        CloseReason::new(1006, "connection lost")
+    };
+    tokio::pin!(writer, reader);
+    let mut writer_done = false;
+    // The reader decides when the connection ends (the peer answers our close frame with its
+    // own); a writer error ends it too.
+    let reason = loop {
+        tokio::select! {
+            reason = &mut reader => break reason,
+            result = &mut writer, if !writer_done => {
+                writer_done = true;
+                if let Err(error) = result {
+                    break CloseReason::new(1006, format!("connection lost: {error}"));
+                }
+            }
+        }
+    };
+    inbound.close(reason);
+    Ok(())
+}

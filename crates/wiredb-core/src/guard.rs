@@ -1,0 +1,158 @@
+//! The one gate between untrusted bytes (a peer, a pipe, a file) and a yrs document.
+//!
+//! yrs 0.28 can panic on malformed updates, and allocates whatever a declared count asks for.
+//! Everything that decodes or applies peer bytes goes through here: sizes are checked first,
+//! declared counts are checked against the bytes that could hold them, and yrs runs under
+//! `catch_unwind` so a panic becomes an error for that one sender.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use bytes::Bytes;
+use yrs::updates::decoder::Decode;
+use yrs::{StateVector, TransactionMut, Update};
+
+use crate::protocol::Reader;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GuardError {
+    #[error("update of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("malformed state vector: {0}")]
+    BadStateVector(String),
+    #[error("malformed update: {0}")]
+    BadUpdate(String),
+    #[error("update rejected: yrs panicked while {0}")]
+    Panicked(&'static str),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct GuardLimits {
+    pub max_update_bytes: usize,
+}
+
+impl Default for GuardLimits {
+    fn default() -> Self {
+        GuardLimits {
+            max_update_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Decodes a state vector whose declared entry count fits in its bytes (two bytes at least
+/// per entry), so a few bytes cannot ask for a huge map.
+pub fn decode_state_vector(bytes: &Bytes) -> Result<StateVector, GuardError> {
+    let count = Reader::new(bytes)
+        .read_varuint()
+        .map_err(|e| GuardError::BadStateVector(e.to_string()))?;
+    if count > (bytes.len() as u64) / 2 {
+        return Err(GuardError::BadStateVector(format!(
+            "declares {count} entries in {} bytes",
+            bytes.len()
+        )));
+    }
+    catch_unwind(|| StateVector::decode_v1(bytes))
+        .map_err(|_| GuardError::Panicked("decoding a state vector"))?
+        .map_err(|e| GuardError::BadStateVector(e.to_string()))
+}
+
+/// Decodes a v1 update within the size limit.
+pub fn decode_update(bytes: &[u8], limits: &GuardLimits) -> Result<Update, GuardError> {
+    if bytes.len() > limits.max_update_bytes {
+        return Err(GuardError::TooLarge {
+            size: bytes.len(),
+            limit: limits.max_update_bytes,
+        });
+    }
+    catch_unwind(|| Update::decode_v1(bytes))
+        .map_err(|_| GuardError::Panicked("decoding an update"))?
+        .map_err(|e| GuardError::BadUpdate(e.to_string()))
+}
+
+/// Decodes and applies a v1 update to a transaction.
+pub fn apply_update(
+    txn: &mut TransactionMut<'_>,
+    bytes: &[u8],
+    limits: &GuardLimits,
+) -> Result<(), GuardError> {
+    let update = decode_update(bytes, limits)?;
+    catch_unwind(AssertUnwindSafe(|| txn.apply_update(update)))
+        .map_err(|_| GuardError::Panicked("applying an update"))?
+        .map_err(|e| GuardError::BadUpdate(e.to_string()))
+}
+
+/// Merges v1 updates into one (what a consumer applies once instead of many times).
+pub fn merge_updates(updates: &[Bytes], limits: &GuardLimits) -> Result<Vec<u8>, GuardError> {
+    if let [single] = updates {
+        return Ok(single.to_vec());
+    }
+    let total: usize = updates.iter().map(Bytes::len).sum();
+    if total > limits.max_update_bytes {
+        return Err(GuardError::TooLarge {
+            size: total,
+            limit: limits.max_update_bytes,
+        });
+    }
+    catch_unwind(|| yrs::merge_updates_v1(updates))
+        .map_err(|_| GuardError::Panicked("merging updates"))?
+        .map_err(|e| GuardError::BadUpdate(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yrs::{Doc, GetString, Text, Transact};
+
+    fn update_inserting(text: &str) -> Bytes {
+        let doc = Doc::new();
+        let t = doc.get_or_insert_text("t");
+        let mut txn = doc.transact_mut();
+        t.insert(&mut txn, 0, text);
+        Bytes::from(txn.encode_update_v1())
+    }
+
+    #[test]
+    fn a_huge_declared_state_vector_count_is_refused_cheaply() {
+        let sv = Bytes::from_static(&[0x80, 0x80, 0x80, 0x80, 0x01]);
+        assert!(matches!(
+            decode_state_vector(&sv),
+            Err(GuardError::BadStateVector(_))
+        ));
+    }
+
+    #[test]
+    fn oversized_updates_are_refused() {
+        let limits = GuardLimits {
+            max_update_bytes: 4,
+        };
+        let update = update_inserting("hello");
+        assert!(matches!(
+            decode_update(&update, &limits),
+            Err(GuardError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn the_update_that_panics_yrs_is_an_error() {
+        let bad = [
+            0x01, 0x01, 0x01, 0xff, 0xff, 0xff, 0xff, 0xbf, 0x03, 0x01, 0x01, 0x01, 0x01, 0x32,
+            0x01, 0x01, 0x03, 0x01, 0x81, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x18, 0x00, 0xc4,
+            0xff,
+        ];
+        let doc = Doc::new();
+        let mut txn = doc.transact_mut();
+        assert!(apply_update(&mut txn, &bad, &GuardLimits::default()).is_err());
+    }
+
+    #[test]
+    fn merged_updates_carry_every_edit() {
+        let merged = merge_updates(
+            &[update_inserting("a"), update_inserting("b")],
+            &GuardLimits::default(),
+        )
+        .unwrap();
+        let doc = Doc::new();
+        let t = doc.get_or_insert_text("t");
+        apply_update(&mut doc.transact_mut(), &merged, &GuardLimits::default()).unwrap();
+        assert_eq!(t.get_string(&doc.transact()).len(), 2);
+    }
+}

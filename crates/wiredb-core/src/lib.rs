@@ -1,0 +1,20 @@
+//! wiredb's core: keeps Yjs documents in sync between peers. No Python here: the `wiredb-py`
+//! crate binds it.
+//!
+//! - [`protocol`]: the y-websocket wire format;
+//! - [`guard`]: the only path from untrusted bytes to a yrs document;
+//! - [`room`], [`awareness`], [`registry`]: rooms and their members;
+//! - [`server`], [`client`]: the WebSocket wire;
+//! - [`queue`], [`wake`], [`sync`], [`runtime`]: the plumbing between tokio and a local document.
+
+pub mod awareness;
+pub mod client;
+pub mod guard;
+pub mod protocol;
+pub mod queue;
+pub mod registry;
+pub mod room;
+pub mod runtime;
+pub mod server;
+pub mod sync;
+pub mod wake;

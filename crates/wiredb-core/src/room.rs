@@ -1,0 +1,354 @@
+//! The room core: one yrs document and one awareness table shared by the members of a room.
+//!
+//! Members are queues. An update from one member is applied once, encoded once, and the same
+//! `Bytes` go to every other member, never back to the sender. No await and no I/O happens
+//! under the room's lock, so any thread (a tokio worker, a Python thread) may call in.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use yrs::updates::encoder::Encode;
+use yrs::{Doc, ReadTxn, StateVector, Transact};
+
+use crate::awareness::{AwarenessTable, MemberId};
+use crate::guard::{self, GuardError, GuardLimits};
+use crate::protocol::{decode_frame, DecodeError, Message};
+use crate::queue::{FrameQueue, Pushed};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RoomError {
+    #[error("malformed message: {0}")]
+    Decode(#[from] DecodeError),
+    #[error(transparent)]
+    Guard(#[from] GuardError),
+    #[error("not a member of the room")]
+    NotAMember,
+}
+
+/// How a member starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinKind {
+    /// A remote peer: it is sent the room's sync step 1 and the current awareness, and counts
+    /// as a client (the room closes when its last client leaves).
+    Peer,
+    /// An in-process mirror of the document (a room's `doc` in Python, a store): it is sent the
+    /// whole document as a sync step 2 and does not keep the room open.
+    Mirror,
+}
+
+struct Member {
+    queue: Arc<FrameQueue>,
+    kind: JoinKind,
+}
+
+struct RoomState {
+    doc: Doc,
+    awareness: AwarenessTable,
+    members: HashMap<MemberId, Member>,
+}
+
+pub struct RoomCore {
+    id: String,
+    state: Mutex<RoomState>,
+    next_member: AtomicU64,
+    limits: GuardLimits,
+}
+
+impl std::fmt::Debug for RoomCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoomCore").field("id", &self.id).finish()
+    }
+}
+
+impl RoomCore {
+    pub fn new(id: impl Into<String>, limits: GuardLimits) -> Arc<Self> {
+        Arc::new(RoomCore {
+            id: id.into(),
+            state: Mutex::new(RoomState {
+                doc: Doc::new(),
+                awareness: AwarenessTable::default(),
+                members: HashMap::new(),
+            }),
+            next_member: AtomicU64::new(1),
+            limits,
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RoomState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a member; its first frames are queued before any broadcast can reach it.
+    pub fn join(&self, queue: Arc<FrameQueue>, kind: JoinKind) -> MemberId {
+        let id = self.next_member.fetch_add(1, Ordering::Relaxed);
+        let mut state = self.lock();
+        match kind {
+            JoinKind::Peer => {
+                let sv = state.doc.transact().state_vector().encode_v1();
+                queue.push(Message::SyncStep1(sv.into()).encode());
+                if let Some(snapshot) = state.awareness.snapshot() {
+                    queue.push(Message::Awareness(snapshot).encode());
+                }
+            }
+            JoinKind::Mirror => {
+                let update = state
+                    .doc
+                    .transact()
+                    .encode_state_as_update_v1(&StateVector::default());
+                queue.push(Message::SyncStep2(update.into()).encode());
+            }
+        }
+        state.members.insert(id, Member { queue, kind });
+        id
+    }
+
+    /// Removes a member and its awareness states (broadcast as removed to the others).
+    /// Returns the number of peers left.
+    pub fn leave(&self, member: MemberId) -> usize {
+        let mut state = self.lock();
+        state.members.remove(&member);
+        if let Some(removal) = state.awareness.remove_member(member) {
+            broadcast(&state, member, Message::Awareness(removal).encode());
+        }
+        peers(&state)
+    }
+
+    pub fn peer_count(&self) -> usize {
+        peers(&self.lock())
+    }
+
+    /// Handles every message of a frame from a member.
+    pub fn handle_frame(&self, member: MemberId, frame: &Bytes) -> Result<(), RoomError> {
+        for message in decode_frame(frame)? {
+            self.handle(member, message)?;
+        }
+        Ok(())
+    }
+
+    pub fn handle(&self, member: MemberId, message: Message) -> Result<(), RoomError> {
+        match message {
+            Message::SyncStep1(sv) => {
+                let sv = guard::decode_state_vector(&sv)?;
+                let state = self.lock();
+                let update = state.doc.transact().encode_state_as_update_v1(&sv);
+                let queue = &state.members.get(&member).ok_or(RoomError::NotAMember)?.queue;
+                queue.push(Message::SyncStep2(update.into()).encode());
+            }
+            Message::SyncStep2(update) | Message::Update(update) => {
+                if update.as_ref() == crate::protocol::EMPTY_UPDATE {
+                    return Ok(());
+                }
+                let state = self.lock();
+                {
+                    let mut txn = state.doc.transact_mut();
+                    guard::apply_update(&mut txn, &update, &self.limits)?;
+                }
+                broadcast(&state, member, Message::Update(update).encode());
+            }
+            Message::Awareness(payload) => {
+                let mut state = self.lock();
+                if let Some(relay) = state.awareness.apply(member, &payload)? {
+                    broadcast(&state, member, Message::Awareness(relay).encode());
+                }
+            }
+            Message::QueryAwareness => {
+                let state = self.lock();
+                if let Some(snapshot) = state.awareness.snapshot() {
+                    let queue = &state.members.get(&member).ok_or(RoomError::NotAMember)?.queue;
+                    queue.push(Message::Awareness(snapshot).encode());
+                }
+            }
+            // Auth is for the server to send; unknown types are ignored (y-protocols' rule).
+            Message::Auth { .. } | Message::Unknown(_) => {}
+        }
+        Ok(())
+    }
+
+    /// What a member whose queue overflowed is sent instead of what it missed: the whole
+    /// document (applying it again is harmless) and every awareness state.
+    pub fn resync_frames(&self) -> Vec<Bytes> {
+        let state = self.lock();
+        let update = state
+            .doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        let mut frames = vec![Message::Update(update.into()).encode()];
+        if let Some(snapshot) = state.awareness.snapshot() {
+            frames.push(Message::Awareness(snapshot).encode());
+        }
+        frames
+    }
+
+    /// The whole document as one v1 update.
+    pub fn encode_state_as_update(&self) -> Vec<u8> {
+        self.lock()
+            .doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default())
+    }
+
+    pub fn state_vector(&self) -> Vec<u8> {
+        self.lock().doc.transact().state_vector().encode_v1()
+    }
+}
+
+fn peers(state: &RoomState) -> usize {
+    state
+        .members
+        .values()
+        .filter(|m| m.kind == JoinKind::Peer)
+        .count()
+}
+
+fn broadcast(state: &RoomState, sender: MemberId, frame: Bytes) {
+    for (id, member) in &state.members {
+        if *id != sender && member.queue.push(frame.clone()) == Pushed::Overflowed {
+            tracing::debug!(member = id, "member queue overflowed; it will be resynchronised");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::QueueLimits;
+    use crate::wake::Waker;
+    use tokio::sync::Notify;
+    use yrs::{GetString, Text};
+
+    fn queue() -> Arc<FrameQueue> {
+        Arc::new(FrameQueue::new(
+            QueueLimits::default(),
+            Waker::Tokio(Arc::new(Notify::new())),
+        ))
+    }
+
+    fn messages(queue: &FrameQueue) -> Vec<Message> {
+        queue
+            .drain()
+            .frames
+            .iter()
+            .flat_map(|f| decode_frame(f).unwrap())
+            .collect()
+    }
+
+    fn edit(text: &str) -> Bytes {
+        let doc = Doc::new();
+        let t = doc.get_or_insert_text("text");
+        let mut txn = doc.transact_mut();
+        t.insert(&mut txn, 0, text);
+        txn.encode_update_v1().into()
+    }
+
+    #[test]
+    fn a_joiner_gets_step1_and_answers_are_step2() {
+        let room = RoomCore::new("r", GuardLimits::default());
+        let q = queue();
+        let m = room.join(q.clone(), JoinKind::Peer);
+        assert!(matches!(messages(&q)[..], [Message::SyncStep1(_)]));
+        room.handle(m, Message::SyncStep1(Bytes::from_static(&[0])))
+            .unwrap();
+        assert!(matches!(messages(&q)[..], [Message::SyncStep2(_)]));
+    }
+
+    #[test]
+    fn updates_reach_every_other_member_once_and_never_the_sender() {
+        let room = RoomCore::new("r", GuardLimits::default());
+        let queues: Vec<_> = (0..3).map(|_| queue()).collect();
+        let ids: Vec<_> = queues
+            .iter()
+            .map(|q| room.join(q.clone(), JoinKind::Peer))
+            .collect();
+        for q in &queues {
+            q.drain();
+        }
+        let update = edit("hello");
+        room.handle(ids[0], Message::Update(update.clone())).unwrap();
+        assert!(messages(&queues[0]).is_empty());
+        for q in &queues[1..] {
+            assert_eq!(messages(q), vec![Message::Update(update.clone())]);
+        }
+        let doc = Doc::new();
+        let text = doc.get_or_insert_text("text");
+        guard::apply_update(
+            &mut doc.transact_mut(),
+            &room.encode_state_as_update(),
+            &GuardLimits::default(),
+        )
+        .unwrap();
+        assert_eq!(text.get_string(&doc.transact()), "hello");
+    }
+
+    #[test]
+    fn a_bad_update_is_an_error_and_nothing_is_broadcast() {
+        let room = RoomCore::new("r", GuardLimits::default());
+        let (qa, qb) = (queue(), queue());
+        let a = room.join(qa, JoinKind::Peer);
+        room.join(qb.clone(), JoinKind::Peer);
+        qb.drain();
+        assert!(room
+            .handle(a, Message::Update(Bytes::from_static(&[1, 2, 3])))
+            .is_err());
+        assert!(messages(&qb).is_empty());
+    }
+
+    #[test]
+    fn awareness_is_relayed_sent_to_joiners_and_removed_on_leave() {
+        let room = RoomCore::new("r", GuardLimits::default());
+        let (qa, qb) = (queue(), queue());
+        let a = room.join(qa, JoinKind::Peer);
+        let b = room.join(qb.clone(), JoinKind::Peer);
+        qb.drain();
+        let state = crate::awareness::encode_update([(7, 1, &b"{\"x\":1}"[..])]);
+        room.handle(a, Message::Awareness(state.clone())).unwrap();
+        assert_eq!(messages(&qb), vec![Message::Awareness(state.clone())]);
+
+        let qc = queue();
+        room.join(qc.clone(), JoinKind::Peer);
+        assert!(messages(&qc).contains(&Message::Awareness(state)));
+
+        assert_eq!(room.leave(a), 2);
+        let removal = crate::awareness::encode_update([(7, 2, &b"null"[..])]);
+        assert_eq!(messages(&qb), vec![Message::Awareness(removal)]);
+        assert_eq!(room.leave(b), 1);
+    }
+
+    #[test]
+    fn mirrors_get_the_whole_document_and_do_not_count_as_peers() {
+        let room = RoomCore::new("r", GuardLimits::default());
+        let qa = queue();
+        let a = room.join(qa, JoinKind::Peer);
+        room.handle(a, Message::Update(edit("x"))).unwrap();
+        let qm = queue();
+        room.join(qm.clone(), JoinKind::Mirror);
+        assert!(matches!(&messages(&qm)[..], [Message::SyncStep2(u)] if u.len() > 2));
+        assert_eq!(room.peer_count(), 1);
+    }
+
+    #[test]
+    fn an_overflowed_member_is_resynchronised_with_everything() {
+        let room = RoomCore::new("r", GuardLimits::default());
+        let qa = queue();
+        let a = room.join(qa, JoinKind::Peer);
+        let small = Arc::new(FrameQueue::new(
+            QueueLimits {
+                max_frames: 2,
+                max_bytes: 1 << 20,
+            },
+            Waker::Tokio(Arc::new(Notify::new())),
+        ));
+        room.join(small.clone(), JoinKind::Peer);
+        for i in 0..5 {
+            room.handle(a, Message::Update(edit(&i.to_string()))).unwrap();
+        }
+        assert!(small.drain().overflowed);
+        let frames = room.resync_frames();
+        assert!(matches!(&decode_frame(&frames[0]).unwrap()[..], [Message::Update(_)]));
+    }
+}
