@@ -16,5 +16,6 @@ pub mod registry;
 pub mod room;
 pub mod runtime;
 pub mod server;
+pub mod store;
 pub mod sync;
 pub mod wake;
