@@ -102,7 +102,9 @@ impl AwarenessTable {
             return Ok(None);
         }
         Ok(Some(encode_update(
-            accepted.iter().map(|e| (e.client, e.clock, e.state.as_ref())),
+            accepted
+                .iter()
+                .map(|e| (e.client, e.clock, e.state.as_ref())),
         )))
     }
 
@@ -137,7 +139,9 @@ impl AwarenessTable {
             None
         } else {
             Some(encode_update(
-                removed.into_iter().map(|(client, clock)| (client, clock, NULL_STATE)),
+                removed
+                    .into_iter()
+                    .map(|(client, clock)| (client, clock, NULL_STATE)),
             ))
         }
     }
@@ -164,8 +168,14 @@ mod tests {
         let mut table = AwarenessTable::default();
         let relay = table.apply(1, &update(&[(10, 1, "{\"a\":1}")])).unwrap();
         assert_eq!(relay, Some(update(&[(10, 1, "{\"a\":1}")])));
-        assert_eq!(table.apply(1, &update(&[(10, 1, "{\"a\":2}")])).unwrap(), None);
-        assert!(table.apply(1, &update(&[(10, 2, "{\"a\":2}")])).unwrap().is_some());
+        assert_eq!(
+            table.apply(1, &update(&[(10, 1, "{\"a\":2}")])).unwrap(),
+            None
+        );
+        assert!(table
+            .apply(1, &update(&[(10, 2, "{\"a\":2}")]))
+            .unwrap()
+            .is_some());
     }
 
     #[test]

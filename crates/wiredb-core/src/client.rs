@@ -161,9 +161,10 @@ async fn run(
         .max_message_size(Some(max_message_bytes))
         .max_frame_size(Some(max_message_bytes))
         .write_buffer_size(0);
-    let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, None)
-        .await
-        .map_err(|e| failed("cannot connect to", &e))?;
+    let (ws, _) =
+        tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, None)
+            .await
+            .map_err(|e| failed("cannot connect to", &e))?;
     let (mut sink, mut stream) = ws.split();
 
     let writer = async {

@@ -44,6 +44,7 @@ pub struct Registry {
 /// A peer's hold on an open room; dropping it lets the room close when it was the last one.
 pub struct Lease {
     registry: Arc<Registry>,
+    id: String,
     core: Arc<RoomCore>,
 }
 
@@ -55,7 +56,7 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.registry.release(self.core.id());
+        self.registry.release(&self.id);
     }
 }
 
@@ -80,7 +81,7 @@ impl Registry {
             match rooms.get_mut(id) {
                 Some(Slot::Open { core, peers }) => {
                     *peers += 1;
-                    return Ok(self.lease(core.clone()));
+                    return Ok(self.lease(id, core.clone()));
                 }
                 Some(Slot::Opening(waiters)) | Some(Slot::Closing(waiters)) => {
                     let (tx, rx) = oneshot::channel();
@@ -97,7 +98,7 @@ impl Registry {
                                 peers: 1,
                             },
                         );
-                        return Ok(self.lease(core));
+                        return Ok(self.lease(id, core));
                     }
                     Some(hooks) => {
                         let (tx, rx) = oneshot::channel();
@@ -118,32 +119,32 @@ impl Registry {
         })
     }
 
-    fn lease(self: &Arc<Self>, core: Arc<RoomCore>) -> Lease {
+    fn lease(self: &Arc<Self>, id: &str, core: Arc<RoomCore>) -> Lease {
         Lease {
             registry: self.clone(),
+            id: id.to_owned(),
             core,
         }
     }
 
-    /// The hooks opened the room: every waiting joiner gets it.
-    pub fn opened(self: &Arc<Self>, core: Arc<RoomCore>) {
-        let id = core.id().to_owned();
+    /// The hooks opened the room `id`: every waiting joiner gets it.
+    pub fn opened(self: &Arc<Self>, id: &str, core: Arc<RoomCore>) {
         let mut unclaimed = Vec::new();
         {
             let mut rooms = self.lock();
-            let Some(Slot::Opening(waiters)) = rooms.remove(&id) else {
+            let Some(Slot::Opening(waiters)) = rooms.remove(id) else {
                 tracing::warn!(room = %id, "opened a room that nobody was waiting for");
                 return;
             };
             rooms.insert(
-                id,
+                id.to_owned(),
                 Slot::Open {
                     core: core.clone(),
                     peers: waiters.len(),
                 },
             );
             for waiter in waiters {
-                if let Err(Ok(lease)) = waiter.send(Ok(self.lease(core.clone()))) {
+                if let Err(Ok(lease)) = waiter.send(Ok(self.lease(id, core.clone()))) {
                     unclaimed.push(lease);
                 }
             }
@@ -265,7 +266,7 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(!join.is_finished());
         assert_eq!(*hooks.calls.lock().unwrap(), vec!["open x"]);
-        registry.opened(RoomCore::new("x", GuardLimits::default()));
+        registry.opened("x", RoomCore::new("x", GuardLimits::default()));
         assert_eq!(join.await.unwrap().unwrap().id(), "x");
         // The lease was dropped by the task: the room is closing.
         assert_eq!(*hooks.calls.lock().unwrap(), vec!["open x", "close x"]);
@@ -278,7 +279,7 @@ mod tests {
         let r2 = registry.clone();
         let first = tokio::spawn(async move { r2.acquire("x").await.map(drop) });
         tokio::task::yield_now().await;
-        registry.opened(RoomCore::new("x", GuardLimits::default()));
+        registry.opened("x", RoomCore::new("x", GuardLimits::default()));
         first.await.unwrap().unwrap();
         let r3 = registry.clone();
         let second = tokio::spawn(async move { r3.acquire("x").await.map(|l| l.core().clone()) });
@@ -289,7 +290,7 @@ mod tests {
             vec!["open x", "close x", "open x"]
         );
         let fresh = RoomCore::new("x", GuardLimits::default());
-        registry.opened(fresh.clone());
+        registry.opened("x", fresh.clone());
         assert!(Arc::ptr_eq(&second.await.unwrap().unwrap(), &fresh));
     }
 

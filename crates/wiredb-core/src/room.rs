@@ -137,7 +137,11 @@ impl RoomCore {
                 let sv = guard::decode_state_vector(&sv)?;
                 let state = self.lock();
                 let update = state.doc.transact().encode_state_as_update_v1(&sv);
-                let queue = &state.members.get(&member).ok_or(RoomError::NotAMember)?.queue;
+                let queue = &state
+                    .members
+                    .get(&member)
+                    .ok_or(RoomError::NotAMember)?
+                    .queue;
                 queue.push(Message::SyncStep2(update.into()).encode());
             }
             Message::SyncStep2(update) | Message::Update(update) => {
@@ -160,7 +164,11 @@ impl RoomCore {
             Message::QueryAwareness => {
                 let state = self.lock();
                 if let Some(snapshot) = state.awareness.snapshot() {
-                    let queue = &state.members.get(&member).ok_or(RoomError::NotAMember)?.queue;
+                    let queue = &state
+                        .members
+                        .get(&member)
+                        .ok_or(RoomError::NotAMember)?
+                        .queue;
                     queue.push(Message::Awareness(snapshot).encode());
                 }
             }
@@ -209,7 +217,10 @@ fn peers(state: &RoomState) -> usize {
 fn broadcast(state: &RoomState, sender: MemberId, frame: Bytes) {
     for (id, member) in &state.members {
         if *id != sender && member.queue.push(frame.clone()) == Pushed::Overflowed {
-            tracing::debug!(member = id, "member queue overflowed; it will be resynchronised");
+            tracing::debug!(
+                member = id,
+                "member queue overflowed; it will be resynchronised"
+            );
         }
     }
 }
@@ -269,7 +280,8 @@ mod tests {
             q.drain();
         }
         let update = edit("hello");
-        room.handle(ids[0], Message::Update(update.clone())).unwrap();
+        room.handle(ids[0], Message::Update(update.clone()))
+            .unwrap();
         assert!(messages(&queues[0]).is_empty());
         for q in &queues[1..] {
             assert_eq!(messages(q), vec![Message::Update(update.clone())]);
@@ -345,10 +357,14 @@ mod tests {
         ));
         room.join(small.clone(), JoinKind::Peer);
         for i in 0..5 {
-            room.handle(a, Message::Update(edit(&i.to_string()))).unwrap();
+            room.handle(a, Message::Update(edit(&i.to_string())))
+                .unwrap();
         }
         assert!(small.drain().overflowed);
         let frames = room.resync_frames();
-        assert!(matches!(&decode_frame(&frames[0]).unwrap()[..], [Message::Update(_)]));
+        assert!(matches!(
+            &decode_frame(&frames[0]).unwrap()[..],
+            [Message::Update(_)]
+        ));
     }
 }

@@ -170,11 +170,8 @@ async fn handle_connection(
             Err(error)
         }
     };
-    let handshake = tokio_tungstenite::accept_hdr_async_with_config(
-        stream,
-        callback,
-        Some(config.websocket()),
-    );
+    let handshake =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config.websocket()));
     let mut ws = match tokio::time::timeout(config.handshake_timeout, handshake).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(error)) => {
@@ -200,7 +197,10 @@ async fn handle_connection(
         Ok(Err(error)) => {
             tracing::warn!(room = %room_id, %peer, %error, "join refused");
             let _ = ws
-                .close(Some(close_frame(&CloseReason::new(1011, "room could not be opened"))))
+                .close(Some(close_frame(&CloseReason::new(
+                    1011,
+                    "room could not be opened",
+                ))))
                 .await;
             return;
         }
@@ -274,8 +274,12 @@ fn close_frame(reason: &CloseReason) -> CloseFrame {
     }
 }
 
-async fn write_loop<S>(mut sink: S, queue: Arc<FrameQueue>, core: Arc<RoomCore>, notify: Arc<Notify>)
-where
+async fn write_loop<S>(
+    mut sink: S,
+    queue: Arc<FrameQueue>,
+    core: Arc<RoomCore>,
+    notify: Arc<Notify>,
+) where
     S: futures_util::Sink<WsMessage, Error = WsError> + Unpin,
 {
     loop {
@@ -299,7 +303,9 @@ where
         if let Some(reason) = drained.closed {
             // 1006 means the socket is gone: there is nobody to send a close frame to.
             if reason.code != 1006 {
-                let _ = sink.send(WsMessage::Close(Some(close_frame(&reason)))).await;
+                let _ = sink
+                    .send(WsMessage::Close(Some(close_frame(&reason))))
+                    .await;
             }
             let _ = sink.close().await;
             return;

@@ -1,1 +1,33 @@
+//! `wiredb._wiredb`: the Python bindings of wiredb-core. Thin wrappers only; the GIL is
+//! released around anything that locks a room, merges updates or waits.
 
+use pyo3::prelude::*;
+
+mod endpoint;
+mod errors;
+mod room;
+mod server;
+
+#[pymodule]
+fn _wiredb(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    init_logging();
+    m.add_class::<endpoint::Endpoint>()?;
+    m.add_class::<endpoint::Batch>()?;
+    m.add_class::<room::RoomCore>()?;
+    m.add_class::<server::WebSocketServer>()?;
+    Ok(())
+}
+
+/// Native log lines go to stderr, at the level named by `WIREDB_LOG` (default: warn), so that
+/// logging never calls into Python from a tokio thread.
+fn init_logging() {
+    let level = std::env::var("WIREDB_LOG")
+        .ok()
+        .and_then(|v| v.parse::<tracing::Level>().ok())
+        .unwrap_or(tracing::Level::WARN);
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

@@ -1,0 +1,210 @@
+//! `Endpoint`: a local document's link to the sync protocol, driven from Python. It is either a
+//! WebSocket client connection or an in-process member of a room core. Python is woken through
+//! the endpoint's eventfd and takes everything pending in one `receive()`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use wiredb_core::awareness::MemberId;
+use wiredb_core::client::{self, Outbound};
+use wiredb_core::guard::GuardLimits;
+use wiredb_core::protocol::Message;
+use wiredb_core::queue::{CloseReason, FrameQueue, QueueLimits};
+use wiredb_core::room::{JoinKind, RoomCore};
+use wiredb_core::runtime::runtime;
+use wiredb_core::sync::{self, Batch as CoreBatch};
+use wiredb_core::wake::{EventFd, Waker};
+
+use crate::errors;
+
+enum Link {
+    WebSocket(Arc<Outbound>),
+    Member {
+        core: Arc<RoomCore>,
+        member: MemberId,
+    },
+}
+
+#[pyclass(frozen, module = "wiredb._wiredb")]
+pub struct Endpoint {
+    fd: Arc<EventFd>,
+    inbound: Arc<FrameQueue>,
+    link: Link,
+    limits: GuardLimits,
+}
+
+fn inbound_queue() -> PyResult<(Arc<EventFd>, Arc<FrameQueue>)> {
+    let fd = Arc::new(EventFd::new().map_err(errors::io_error)?);
+    let queue = Arc::new(FrameQueue::new(
+        QueueLimits::default(),
+        Waker::Fd(fd.clone()),
+    ));
+    Ok((fd, queue))
+}
+
+impl Endpoint {
+    /// A member of `core` whose frames come to Python.
+    pub fn member(core: Arc<RoomCore>, kind: JoinKind) -> PyResult<Self> {
+        let (fd, inbound) = inbound_queue()?;
+        let member = core.join(inbound.clone(), kind);
+        Ok(Endpoint {
+            fd,
+            inbound,
+            link: Link::Member { core, member },
+            limits: GuardLimits::default(),
+        })
+    }
+
+    fn send(&self, py: Python<'_>, message: Message) -> PyResult<()> {
+        match &self.link {
+            Link::WebSocket(outbound) => {
+                match message {
+                    Message::Update(update) => outbound.send_update(update),
+                    other => outbound.send_frame(other.encode()),
+                };
+                Ok(())
+            }
+            Link::Member { core, member } => py
+                .detach(|| core.handle(*member, message))
+                .map_err(errors::room_error),
+        }
+    }
+}
+
+#[pymethods]
+impl Endpoint {
+    /// Starts connecting to a WebSocket URL; the outcome arrives through `receive()`.
+    #[staticmethod]
+    #[pyo3(signature = (url, headers, max_message_bytes = 64 << 20))]
+    fn connect(
+        url: &str,
+        headers: Vec<(String, String)>,
+        max_message_bytes: usize,
+    ) -> PyResult<Self> {
+        let (fd, inbound) = inbound_queue()?;
+        let limits = GuardLimits::default();
+        let _entered = runtime().enter();
+        let ws = client::connect(url, headers, inbound.clone(), max_message_bytes, limits);
+        Ok(Endpoint {
+            fd,
+            inbound,
+            link: Link::WebSocket(ws.outbound),
+            limits,
+        })
+    }
+
+    /// Readable when `receive()` has something.
+    #[getter]
+    fn fd(&self) -> i32 {
+        self.fd.raw()
+    }
+
+    fn send_step1(&self, py: Python<'_>, state_vector: &[u8]) -> PyResult<()> {
+        self.send(py, Message::SyncStep1(Bytes::copy_from_slice(state_vector)))
+    }
+
+    fn send_step2(&self, py: Python<'_>, update: &[u8]) -> PyResult<()> {
+        self.send(py, Message::SyncStep2(Bytes::copy_from_slice(update)))
+    }
+
+    /// Sends a local update. Never waits: it is queued (and merged with other pending ones),
+    /// or, for a room member, applied to the room at once.
+    fn send_update(&self, py: Python<'_>, update: &[u8]) -> PyResult<()> {
+        self.send(py, Message::Update(Bytes::copy_from_slice(update)))
+    }
+
+    fn send_awareness(&self, py: Python<'_>, payload: &[u8]) -> PyResult<()> {
+        self.send(py, Message::Awareness(Bytes::copy_from_slice(payload)))
+    }
+
+    /// Takes everything that arrived, pending updates merged into one.
+    fn receive(&self, py: Python<'_>) -> Batch {
+        py.detach(|| {
+            self.fd.clear();
+            let drained = self.inbound.drain();
+            let frames = match (&self.link, drained.overflowed) {
+                (Link::Member { core, .. }, true) => core.resync_frames(),
+                _ => drained.frames,
+            };
+            Batch {
+                batch: sync::absorb(&frames, &self.limits),
+                closed: drained.closed,
+            }
+        })
+    }
+
+    /// Blocks (without the GIL) until `receive()` has something or the timeout passes.
+    #[pyo3(signature = (timeout = None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> bool {
+        let timeout = timeout.map(|t| Duration::from_secs_f64(t.max(0.0)));
+        py.detach(|| self.fd.wait(timeout))
+    }
+
+    /// Sends what is queued, then closes. For a room member, leaves the room.
+    #[pyo3(signature = (code = 1000, reason = String::new()))]
+    fn close(&self, py: Python<'_>, code: u16, reason: String) {
+        match &self.link {
+            Link::WebSocket(outbound) => outbound.close(CloseReason::new(code, reason)),
+            Link::Member { core, member } => {
+                py.detach(|| core.leave(*member));
+                self.inbound.close(CloseReason::new(code, reason));
+            }
+        }
+    }
+}
+
+/// What one `receive()` took.
+#[pyclass(frozen, module = "wiredb._wiredb")]
+pub struct Batch {
+    batch: CoreBatch,
+    closed: Option<CloseReason>,
+}
+
+fn to_bytes<'py>(py: Python<'py>, items: &[Bytes]) -> Vec<Bound<'py, PyBytes>> {
+    items.iter().map(|b| PyBytes::new(py, b)).collect()
+}
+
+#[pymethods]
+impl Batch {
+    #[getter]
+    fn updates<'py>(&self, py: Python<'py>) -> Vec<Bound<'py, PyBytes>> {
+        to_bytes(py, &self.batch.updates)
+    }
+
+    #[getter]
+    fn step1<'py>(&self, py: Python<'py>) -> Vec<Bound<'py, PyBytes>> {
+        to_bytes(py, &self.batch.step1)
+    }
+
+    #[getter]
+    fn synced(&self) -> bool {
+        self.batch.synced
+    }
+
+    #[getter]
+    fn awareness<'py>(&self, py: Python<'py>) -> Vec<Bound<'py, PyBytes>> {
+        to_bytes(py, &self.batch.awareness)
+    }
+
+    #[getter]
+    fn denied(&self) -> Option<String> {
+        self.batch.denied.clone()
+    }
+
+    #[getter]
+    fn errors(&self) -> Vec<String> {
+        self.batch.errors.clone()
+    }
+
+    #[getter]
+    fn closed(&self) -> Option<(u16, String)> {
+        self.closed.as_ref().map(|c| (c.code, c.reason.clone()))
+    }
+
+    fn __bool__(&self) -> bool {
+        !self.batch.is_empty() || self.closed.is_some()
+    }
+}

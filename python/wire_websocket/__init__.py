@@ -1,0 +1,5 @@
+"""The WebSocket wire of wiredb: a native server and clients speaking the y-websocket protocol."""
+
+from ._client import AsyncWebSocketClient as AsyncWebSocketClient
+from ._client import WebSocketClient as WebSocketClient
+from ._server import AsyncWebSocketServer as AsyncWebSocketServer

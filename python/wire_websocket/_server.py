@@ -1,0 +1,95 @@
+"""The WebSocket server: native (tokio, tungstenite); Python only opens and closes rooms."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from types import TracebackType
+
+from anyio import Event, create_task_group, move_on_after
+from anyio.abc import TaskGroup
+
+from wiredb import AsyncServer, Room
+from wiredb._server import dispatch_room_events
+from wiredb._wiredb import WebSocketServer
+
+#: How long leaving the server's context waits for connections to close.
+STOP_TIMEOUT = 10.0
+
+
+class AsyncWebSocketServer(AsyncServer):
+    """A y-websocket server: clients join the room named by their URL path.
+
+    ```py
+    async with AsyncWebSocketServer(host="localhost", port=8000) as server:
+        await sleep_forever()
+    ```
+    It is listening when `async with` enters (`port=0` picks a free port, see `port`). Leaving
+    it closes every connection with 1001 and then every room.
+    """
+
+    def __init__(
+        self,
+        room_factory: Callable[[str], Room] = Room,
+        *,
+        host: str,
+        port: int,
+        max_message_bytes: int = 64 << 20,
+    ) -> None:
+        """
+        Args:
+            room_factory: Creates the room of an ID on its first join (default: `Room`).
+            host: The interface to listen on (`localhost`, `0.0.0.0`, an address).
+            port: The port to listen on; 0 for any free port.
+            max_message_bytes: Larger messages close their connection with code 1009.
+        """
+        super().__init__(room_factory)
+        self._host = host
+        self._requested_port = port
+        self._max_message_bytes = max_message_bytes
+        self._port: int | None = None
+        self._native: WebSocketServer | None = None
+        self._stopped = Event()
+        self._task_group: TaskGroup | None = None
+
+    @property
+    def host(self) -> str:
+        return self._host
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on (the bound one when created with `port=0`)."""
+        if self._port is None:
+            raise RuntimeError("the server is not running")
+        return self._port
+
+    async def __aenter__(self) -> AsyncWebSocketServer:
+        async with AsyncExitStack() as stack:
+            native = WebSocketServer()
+            await stack.enter_async_context(self.room_manager)
+            task_group = await stack.enter_async_context(create_task_group())
+            self._port = native.start(self._host, self._requested_port, self._max_message_bytes)
+            self._native = native
+            self._task_group = task_group
+            self._stopped = Event()
+            task_group.start_soon(
+                dispatch_room_events, native, self.room_manager, task_group, self._stopped
+            )
+            self._exit_stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        native, self._native = self._native, None
+        if native is not None:
+            native.stop()
+            with move_on_after(STOP_TIMEOUT, shield=True):
+                await self._stopped.wait()
+        if self._task_group is not None:
+            self._task_group.cancel_scope.cancel()
+        await self._exit_stack.aclose()
+        self._port = None

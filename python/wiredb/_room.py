@@ -1,0 +1,186 @@
+"""Rooms: a native room core, plus the Python side users subclass (tasks, a `doc` mirror)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, Callable, Mapping
+from contextlib import asynccontextmanager
+from types import MappingProxyType
+from typing import Any, Self
+
+from anyio import (
+    TASK_STATUS_IGNORED,
+    AsyncContextManagerMixin,
+    Event,
+    Lock,
+    create_task_group,
+    sleep_forever,
+    wait_readable,
+)
+from anyio.abc import TaskGroup, TaskStatus
+from pycrdt import Doc
+
+from ._doc import Doc as WireDoc
+from ._sync import DocSync
+from ._wiredb import RoomCore
+
+log = logging.getLogger("wiredb")
+
+
+class Room(AsyncContextManagerMixin):
+    """A room: the document shared by the clients that joined with the same ID.
+
+    The document lives in Rust and clients are synced there without running Python. Subclass
+    `Room` to run tasks for as long as the room is open, for instance to persist it:
+    ```py
+    class FileRoom(Room):
+        async def run(self, *, task_status=TASK_STATUS_IGNORED):
+            await self.task_group.start(self.persist)
+            await super().run(task_status=task_status)
+
+        async def persist(self, *, task_status):
+            async with AsyncFileClient(doc=self.doc, path=f"{self.id}.y"):
+                task_status.started()
+                await sleep_forever()
+
+    async with AsyncWebSocketServer(FileRoom, host="localhost", port=8000):
+        ...
+    ```
+    A server enters the room and waits for `run()` to report started before it syncs the room's
+    first client, and closes it (cancelling `run()` and the task group) when its last client
+    leaves.
+    """
+
+    def __init__(self, id: str) -> None:
+        """
+        Args:
+            id: The room ID (the URL path of its WebSocket clients, without the leading `/`).
+        """
+        self._id = id
+        self._core = RoomCore(id)
+        self._doc: Doc[Any] | None = None
+        self._mirror: DocSync | None = None
+        self._task_group: TaskGroup | None = None
+
+    @property
+    def id(self) -> str:
+        """The room ID."""
+        return self._id
+
+    @property
+    def task_group(self) -> TaskGroup:
+        """The room's task group, for background tasks; cancelled when the room closes."""
+        if self._task_group is None:
+            raise RuntimeError("the room is not open: its task group exists inside `async with`")
+        return self._task_group
+
+    @property
+    def doc(self) -> Doc[Any]:
+        """The room's document, as a `pycrdt.Doc` kept in sync with the native room both ways.
+
+        Created on first access; a room that never touches it costs no Python per update.
+        """
+        if self._doc is None:
+            doc = WireDoc()
+            endpoint = self._core.mirror()
+            mirror = DocSync(endpoint, doc, auto_push=True, auto_pull=True)
+            # The room queued its whole document for the mirror: apply it now.
+            mirror.process(endpoint.receive())
+            self._doc, self._mirror = doc, mirror
+            if self._task_group is not None:
+                self._task_group.start_soon(self._pump_mirror, mirror)
+        return self._doc
+
+    async def _pump_mirror(self, mirror: DocSync) -> None:
+        while mirror.closed is None:
+            await wait_readable(mirror.endpoint.fd)
+            mirror.process(mirror.endpoint.receive())
+
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncGenerator[Self]:
+        try:
+            async with create_task_group() as task_group:
+                self._task_group = task_group
+                if self._mirror is not None:
+                    task_group.start_soon(self._pump_mirror, self._mirror)
+                await task_group.start(self.run)
+                try:
+                    yield self
+                finally:
+                    task_group.cancel_scope.cancel()
+        finally:
+            self._task_group = None
+            if self._mirror is not None:
+                self._mirror.stop()
+                self._mirror.endpoint.close()
+
+    async def run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
+        """The room's main task: reports started, then runs until the room closes.
+
+        Override it to start tasks in `task_group` first, then call `super().run()`.
+        """
+        task_status.started()
+        await sleep_forever()
+
+
+class RoomManager(AsyncContextManagerMixin):
+    """The open rooms of a server, created by `room_factory` on the first join of an ID."""
+
+    def __init__(self, room_factory: Callable[[str], Room] = Room) -> None:
+        self._room_factory = room_factory
+        self._rooms: dict[str, Room] = {}
+        self._closers: dict[str, Event] = {}
+        self._closed: dict[str, Event] = {}
+        self._lock = Lock()
+        self._task_group: TaskGroup | None = None
+
+    @property
+    def rooms(self) -> Mapping[str, Room]:
+        """The open rooms by ID (a read-only view)."""
+        return MappingProxyType(self._rooms)
+
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncGenerator[Self]:
+        async with create_task_group() as task_group:
+            self._task_group = task_group
+            try:
+                yield self
+            finally:
+                task_group.cancel_scope.cancel()
+                self._task_group = None
+
+    async def get_room(self, id: str) -> Room:
+        """The open room `id`, opened (created, entered, started) if needed."""
+        async with self._lock:
+            room = self._rooms.get(id)
+            if room is None:
+                room = await self._open(id)
+        return room
+
+    async def _open(self, id: str) -> Room:
+        if self._task_group is None:
+            raise RuntimeError("the room manager is not running")
+        room: Room = await self._task_group.start(self._hold, id)
+        return room
+
+    async def _hold(self, id: str, *, task_status: TaskStatus[Room]) -> None:
+        close, closed = Event(), Event()
+        self._closers[id], self._closed[id] = close, closed
+        try:
+            async with self._room_factory(id) as room:
+                self._rooms[id] = room
+                task_status.started(room)
+                await close.wait()
+        finally:
+            self._rooms.pop(id, None)
+            self._closers.pop(id, None)
+            self._closed.pop(id, None)
+            closed.set()
+
+    async def _close(self, id: str) -> None:
+        """Closes the room `id` (cancels its tasks) and waits until it is closed."""
+        close, closed = self._closers.get(id), self._closed.get(id)
+        if close is None or closed is None:
+            return
+        close.set()
+        await closed.wait()

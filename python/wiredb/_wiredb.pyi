@@ -1,0 +1,84 @@
+"""The native extension (Rust, PyO3). Internal: use the public classes of `wiredb` and the wires."""
+
+class Batch:
+    """What one `Endpoint.receive()` took."""
+
+    @property
+    def updates(self) -> list[bytes]:
+        """Updates to apply, merged into one when possible."""
+    @property
+    def step1(self) -> list[bytes]:
+        """State vectors of sync step 1 requests, each to answer with a step 2."""
+    @property
+    def synced(self) -> bool:
+        """A sync step 2 arrived."""
+    @property
+    def awareness(self) -> list[bytes]:
+        """Awareness updates, in order."""
+    @property
+    def denied(self) -> str | None:
+        """The peer refused permission, with this reason."""
+    @property
+    def errors(self) -> list[str]:
+        """Malformed frames that were skipped."""
+    @property
+    def closed(self) -> tuple[int, str] | None:
+        """The connection ended: close code and reason."""
+    def __bool__(self) -> bool: ...
+
+class Endpoint:
+    """A local document's link to the sync protocol: a WebSocket connection or a room member."""
+
+    @staticmethod
+    def connect(
+        url: str, headers: list[tuple[str, str]], max_message_bytes: int = ...
+    ) -> Endpoint:
+        """Starts connecting; the outcome arrives through `receive()`."""
+    @property
+    def fd(self) -> int:
+        """Readable when `receive()` has something."""
+    def send_step1(self, state_vector: bytes) -> None: ...
+    def send_step2(self, update: bytes) -> None: ...
+    def send_update(self, update: bytes) -> None:
+        """Queues a local update (never waits). Raises ValueError if a room rejects it."""
+    def send_awareness(self, payload: bytes) -> None: ...
+    def receive(self) -> Batch:
+        """Takes everything that arrived, pending updates merged into one."""
+    def wait(self, timeout: float | None = None) -> bool:
+        """Blocks without the GIL until `receive()` has something; False on timeout."""
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Sends what is queued, then closes; a room member leaves its room."""
+
+class RoomCore:
+    """A native room: its yrs document, awareness and members."""
+
+    def __init__(self, id: str) -> None: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def peer_count(self) -> int:
+        """Remote peers connected now."""
+    def mirror(self) -> Endpoint:
+        """An in-process mirror of the document, first sent the whole document."""
+    def peer(self) -> Endpoint:
+        """An in-process peer, synced like a remote client."""
+    def state(self) -> bytes:
+        """The whole document as one v1 update."""
+
+class WebSocketServer:
+    """The native WebSocket server; rooms are opened and closed by Python through `events()`."""
+
+    def __init__(self) -> None: ...
+    def start(self, host: str, port: int, max_message_bytes: int = ...) -> int:
+        """Binds and starts serving; returns the bound port. Raises OSError if it cannot bind."""
+    @property
+    def fd(self) -> int:
+        """Readable when `events()` has something."""
+    def events(self) -> list[tuple[str, str]]:
+        """("open", id), ("close", id) and, last, ("stopped", "")."""
+    def opened(self, id: str, room: RoomCore) -> None: ...
+    def open_failed(self, id: str, reason: str) -> None: ...
+    def closed(self, id: str) -> None: ...
+    def open_rooms(self) -> list[str]: ...
+    def stop(self) -> None:
+        """Stops accepting and closes every connection with 1001; a "stopped" event follows."""
