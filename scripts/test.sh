@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs (a virtualenv in .venv, the wheel built from this
+# checkout, the test tools) and runs every check: Rust format, lints and tests, the Python
+# build, ruff, mypy, and pytest on asyncio and trio.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+python -m pip install -q "maturin>=1.9.4,<2"
+
+echo "== cargo fmt / clippy / test"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace
+
+echo "== python build (a wheel, installed as users get it)"
+rm -rf dist
+maturin build --release --out dist
+python -m pip install -q --force-reinstall "$(ls dist/wiredb-*.whl)[test]"
+
+echo "== ruff / mypy"
+ruff check python tests
+ruff format --check python tests
+mypy
+
+echo "== pytest"
+# Run from outside the source tree so that the installed wheel is what is tested.
+set +e
+python -m pytest -c pyproject.toml --rootdir . "$@"
+status=$?
+set -e
+if [ "$status" -eq 5 ]; then
+    echo "pytest collected no tests: that is a failure" >&2
+    exit 1
+fi
+exit "$status"

@@ -1,0 +1,23 @@
+"""Waiting on real events instead of sleeping."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from anyio import Event, fail_after
+from pycrdt import Doc
+
+
+async def wait_until(doc: Doc[Any], predicate: Callable[[], bool], timeout: float = 10) -> None:
+    """Waits until `predicate()` holds, re-checking on every change of `doc`."""
+    with fail_after(timeout):
+        while not predicate():
+            changed = Event()
+            subscription = doc.observe(lambda _: changed.set())
+            try:
+                if predicate():
+                    return
+                await changed.wait()
+            finally:
+                doc.unobserve(subscription)
