@@ -14,7 +14,7 @@ async def wait_until(doc: Doc[Any], predicate: Callable[[], bool], timeout: floa
     with fail_after(timeout):
         while not predicate():
             changed = Event()
-            subscription = doc.observe(lambda _: changed.set())
+            subscription = doc.observe(lambda _: changed.set())  # noqa: B023 (used in this turn)
             try:
                 if predicate():
                     return

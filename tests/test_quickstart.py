@@ -18,8 +18,8 @@ async def test_quickstart() -> None:
             AsyncWebSocketClient(host="localhost", port=port) as client0,
             AsyncWebSocketClient(host="localhost", port=port) as client1,
         ):
-            text0 = client0.doc.get("text", Text)
+            text0 = client0.doc.get("text", Text)  # type: ignore[call-arg]
             text0 += "Hello, World!"
             await sleep(0.1)
-            text1 = client1.doc.get("text", Text)
+            text1 = client1.doc.get("text", Text)  # type: ignore[call-arg]
             assert str(text1) == "Hello, World!"

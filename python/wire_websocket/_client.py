@@ -51,7 +51,9 @@ class AsyncWebSocketClient(AsyncClientMixin):
         """
         url = websocket_url(host, port, id)
         headers = cookie_header(cookies)
-        self._client = AsyncClient(lambda: Endpoint.connect(url, headers), doc, auto_push, auto_pull)
+        self._client = AsyncClient(
+            lambda: Endpoint.connect(url, headers), doc, auto_push, auto_pull
+        )
 
     async def __aenter__(self) -> AsyncWebSocketClient:
         await self._client.__aenter__()

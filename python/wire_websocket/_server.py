@@ -64,11 +64,13 @@ class AsyncWebSocketServer(AsyncServer):
         return self._port
 
     async def __aenter__(self) -> AsyncWebSocketServer:
+        native = WebSocketServer()
+        # Bound (or failed with a plain OSError) before anything else starts.
+        self._port = native.start(self._host, self._requested_port, self._max_message_bytes)
         async with AsyncExitStack() as stack:
-            native = WebSocketServer()
+            stack.callback(native.stop)
             await stack.enter_async_context(self.room_manager)
             task_group = await stack.enter_async_context(create_task_group())
-            self._port = native.start(self._host, self._requested_port, self._max_message_bytes)
             self._native = native
             self._task_group = task_group
             self._stopped = Event()

@@ -29,7 +29,9 @@ def websocket_url(host: str, port: int, id: str) -> str:
     return f"{ws_scheme}://{hostname}:{port}{path}/{quote(id, safe='/')}"
 
 
-def cookie_header(cookies: Mapping[str, str] | Iterable[tuple[str, str]] | None) -> list[tuple[str, str]]:
+def cookie_header(
+    cookies: Mapping[str, str] | Iterable[tuple[str, str]] | None,
+) -> list[tuple[str, str]]:
     """A `Cookie` header from a mapping (an `httpx.Cookies` works too) or (name, value) pairs."""
     if cookies is None:
         return []

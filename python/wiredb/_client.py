@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from time import monotonic
 from collections.abc import Callable
+from time import monotonic
 from types import TracebackType
 from typing import Any
 
@@ -197,6 +197,18 @@ class Client:
         """Sends the local changes made since the last push."""
         self._require().push()
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Blocks (without holding the GIL) until something arrives from the peer, then pulls.
+
+        Returns:
+            False if `timeout` seconds passed with nothing new.
+        """
+        sync = self._require()
+        if not sync.endpoint.wait(timeout):
+            return False
+        self.pull()
+        return True
+
     def __enter__(self) -> Client:
         sync = DocSync(self._connect(), self._doc, self._auto_push, auto_pull=False)
         sync.start()
@@ -274,3 +286,5 @@ class ClientMixin:
     def pull(self) -> None:
         self._client.pull()
 
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._client.wait(timeout)

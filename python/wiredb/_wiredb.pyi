@@ -30,9 +30,7 @@ class Endpoint:
     """A local document's link to the sync protocol: a WebSocket connection or a room member."""
 
     @staticmethod
-    def connect(
-        url: str, headers: list[tuple[str, str]], max_message_bytes: int = ...
-    ) -> Endpoint:
+    def connect(url: str, headers: list[tuple[str, str]], max_message_bytes: int = ...) -> Endpoint:
         """Starts connecting; the outcome arrives through `receive()`."""
     @property
     def fd(self) -> int:

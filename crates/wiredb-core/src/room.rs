@@ -125,6 +125,10 @@ impl RoomCore {
 
     /// Handles every message of a frame from a member.
     pub fn handle_frame(&self, member: MemberId, frame: &Bytes) -> Result<(), RoomError> {
+        // An empty frame carries nothing: not worth closing a connection over.
+        if frame.is_empty() {
+            return Ok(());
+        }
         for message in decode_frame(frame)? {
             self.handle(member, message)?;
         }

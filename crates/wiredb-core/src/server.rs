@@ -160,6 +160,8 @@ async fn handle_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let mut room_id = None;
+    // The callback's signature, with its large error type, is tungstenite's.
+    #[allow(clippy::result_large_err)]
     let callback = |request: &Request, response: Response| {
         room_id = room_id_from_path(request.uri().path());
         if room_id.is_some() {

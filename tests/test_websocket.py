@@ -1,0 +1,336 @@
+"""The WebSocket wire: server, async and blocking clients, rooms."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import pytest
+from anyio import (
+    TASK_STATUS_IGNORED,
+    Event,
+    create_task_group,
+    fail_after,
+    sleep_forever,
+    to_thread,
+)
+from anyio.abc import TaskStatus
+from pycrdt import Array, Doc, Map, Text
+
+from helpers import wait_until
+from wire_websocket import AsyncWebSocketClient, AsyncWebSocketServer, WebSocketClient
+from wiredb import Room
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_clients_of_a_room_converge_on_concurrent_edits() -> None:
+    async with AsyncWebSocketServer(host="127.0.0.1", port=0) as server:
+        async with (
+            AsyncWebSocketClient("r", host="127.0.0.1", port=server.port) as a,
+            AsyncWebSocketClient("r", host="127.0.0.1", port=server.port) as b,
+        ):
+            a.doc.get("text", type=Text).insert(0, "left ")
+            b.doc.get("text", type=Text).insert(0, "right ")
+            text_a, text_b = a.doc.get("text", type=Text), b.doc.get("text", type=Text)
+            await wait_until(a.doc, lambda: len(str(text_a)) == 11)
+            await wait_until(b.doc, lambda: str(text_b) == str(text_a))
+
+
+async def test_twenty_clients_converge() -> None:
+    async with AsyncWebSocketServer(host="127.0.0.1", port=0) as server:
+        clients = [
+            AsyncWebSocketClient("crowd", host="127.0.0.1", port=server.port) for _ in range(20)
+        ]
+        for client in clients:
+            await client.__aenter__()
+        try:
+            for i, client in enumerate(clients):
+                client.doc.get("items", type=Map)[f"k{i}"] = i
+            for client in clients:
+                items: Map[int] = client.doc.get("items", type=Map)
+                await wait_until(client.doc, lambda: len(items) == 20)  # noqa: B023
+                assert dict(items) == {f"k{i}": i for i in range(20)}
+        finally:
+            for client in reversed(clients):
+                await client.__aexit__(None, None, None)
+
+
+async def test_a_new_client_receives_the_existing_document() -> None:
+    async with AsyncWebSocketServer(host="127.0.0.1", port=0) as server:
+        async with AsyncWebSocketClient("r", host="127.0.0.1", port=server.port) as a:
+            a.doc.get("text", type=Text).insert(0, "already there")
+            async with AsyncWebSocketClient("r", host="127.0.0.1", port=server.port) as b:
+                # Synchronized on entry: no waiting needed.
+                assert b.synchronized.is_set()
+                text = b.doc.get("text", type=Text)
+                await wait_until(b.doc, lambda: str(text) == "already there")
+
+
+async def test_rooms_are_isolated_by_id_and_closed_when_empty() -> None:
+    async with AsyncWebSocketServer(host="127.0.0.1", port=0) as server:
+        async with (
+            AsyncWebSocketClient("one", host="127.0.0.1", port=server.port) as a,
+            AsyncWebSocketClient("two", host="127.0.0.1", port=server.port) as b,
+            AsyncWebSocketClient("one", host="127.0.0.1", port=server.port) as c,
+        ):
+            assert set(server.room_manager.rooms) == {"one", "two"}
+            a.doc.get("text", type=Text).insert(0, "for one")
+            text_c = c.doc.get("text", type=Text)
+            await wait_until(c.doc, lambda: str(text_c) == "for one")
+            # b's room got nothing; a marker edit through room two proves the pipe is live.
+            b.doc.get("marker", type=Text).insert(0, "x")
+            assert str(b.doc.get("text", type=Text)) == ""
+        with fail_after(5):
+            while server.room_manager.rooms:
+                await wait_until_rooms_change(server)
+        assert dict(server.room_manager.rooms) == {}
+
+
+async def wait_until_rooms_change(server: AsyncWebSocketServer) -> None:
+    # Rooms close through the room manager's own tasks; give them turns to run.
+    from anyio import lowlevel
+
+    await lowlevel.checkpoint()
+
+
+async def test_room_id_is_the_percent_decoded_path_without_slash() -> None:
+    ids: list[str] = []
+
+    def factory(id: str) -> Room:
+        ids.append(id)
+        return Room(id)
+
+    async with AsyncWebSocketServer(factory, host="127.0.0.1", port=0) as server:
+        async with AsyncWebSocketClient("my id/é", host="127.0.0.1", port=server.port):
+            assert ids == ["my id/é"]
+            assert server.room_manager.rooms["my id/é"].id == "my id/é"
+
+
+class SeededRoom(Room):
+    """Starts a task that writes into the document before the room reports started."""
+
+    async def run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
+        await self.task_group.start(self.seed)
+        await super().run(task_status=task_status)
+
+    async def seed(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
+        self.doc.get("text", type=Text).insert(0, f"seeded {self.id}")
+        self.cancelled = Event()
+        task_status.started()
+        try:
+            await sleep_forever()
+        finally:
+            self.cancelled.set()
+
+
+async def test_a_room_task_runs_before_the_first_sync_and_is_cancelled_on_close() -> None:
+    async with AsyncWebSocketServer(SeededRoom, host="127.0.0.1", port=0) as server:
+        async with AsyncWebSocketClient("s", host="127.0.0.1", port=server.port) as client:
+            # The first sync already carries the seed: no waiting.
+            assert str(client.doc.get("text", type=Text)) == "seeded s"
+            room = server.room_manager.rooms["s"]
+            assert isinstance(room, SeededRoom)
+        with fail_after(5):
+            await room.cancelled.wait()
+
+
+async def test_room_doc_is_synced_with_clients_both_ways() -> None:
+    async with AsyncWebSocketServer(host="127.0.0.1", port=0) as server:
+        async with AsyncWebSocketClient("d", host="127.0.0.1", port=server.port) as client:
+            room = server.room_manager.rooms["d"]
+            client.doc.get("text", type=Text).insert(0, "from client")
+            room_text = room.doc.get("text", type=Text)
+            await wait_until(room.doc, lambda: str(room_text) == "from client")
+            room.doc.get("array", type=Array).append("from room")
+            client_array = client.doc.get("array", type=Array)
+            await wait_until(client.doc, lambda: list(client_array) == ["from room"])
+
+
+class ChainedRoom(Room):
+    """Connects its document as a client of an upstream server."""
+
+    upstream_port = 0
+
+    async def run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
+        await self.task_group.start(self.connect_upstream)
+        await super().run(task_status=task_status)
+
+    async def connect_upstream(self, *, task_status: TaskStatus[None]) -> None:
+        async with AsyncWebSocketClient(
+            self.id, doc=self.doc, host="localhost", port=self.upstream_port
+        ):
+            task_status.started()
+            await sleep_forever()
+
+
+async def test_chained_servers_converge() -> None:
+    async with AsyncWebSocketServer(host="127.0.0.1", port=0) as upstream:
+        ChainedRoom.upstream_port = upstream.port
+        async with AsyncWebSocketServer(ChainedRoom, host="127.0.0.1", port=0) as downstream:
+            async with (
+                AsyncWebSocketClient("c", host="127.0.0.1", port=upstream.port) as up,
+                AsyncWebSocketClient("c", host="127.0.0.1", port=downstream.port) as down,
+            ):
+                up.doc.get("text", type=Text).insert(0, "up ")
+                down.doc.get("text", type=Text).insert(0, "down ")
+                up_text, down_text = up.doc.get("text", type=Text), down.doc.get("text", type=Text)
+                await wait_until(up.doc, lambda: len(str(up_text)) == 8)
+                await wait_until(down.doc, lambda: str(down_text) == str(up_text))
+
+
+async def test_manual_push_and_pull() -> None:
+    async with AsyncWebSocketServer(host="127.0.0.1", port=0) as server:
+        async with (
+            AsyncWebSocketClient("p", auto_push=False, host="127.0.0.1", port=server.port) as a,
+            AsyncWebSocketClient("p", auto_pull=False, host="127.0.0.1", port=server.port) as b,
+            AsyncWebSocketClient("p", host="127.0.0.1", port=server.port) as watcher,
+        ):
+            a.doc.get("text", type=Text).insert(0, "one")
+            a.doc.get("text", type=Text).insert(3, " two")
+            watched = watcher.doc.get("text", type=Text)
+            # Not pushed yet: an edit through another client reaches the watcher first.
+            watcher_done = Event()
+            watcher.doc.get("flag", type=Text).insert(0, "x")
+            a.push()
+            await wait_until(watcher.doc, lambda: str(watched) == "one two")
+            watcher_done.set()
+            # b does not apply anything until it pulls; one pull applies everything pending.
+            text_b = b.doc.get("text", type=Text)
+            assert str(text_b) == ""
+            with fail_after(5):
+                while str(text_b) != "one two":
+                    b.pull()
+                    await watcher_pull_turn()
+            assert b.synchronized.is_set()
+
+
+async def watcher_pull_turn() -> None:
+    from anyio import lowlevel
+
+    await lowlevel.checkpoint()
+
+
+async def test_an_edit_just_before_exit_reaches_the_server() -> None:
+    async with AsyncWebSocketServer(host="127.0.0.1", port=0) as server:
+        async with AsyncWebSocketClient("e", host="127.0.0.1", port=server.port) as watcher:
+            async with AsyncWebSocketClient("e", host="127.0.0.1", port=server.port) as writer:
+                writer.doc.get("text", type=Text).insert(0, "last words")
+            text = watcher.doc.get("text", type=Text)
+            await wait_until(watcher.doc, lambda: str(text) == "last words")
+
+
+async def test_an_external_doc_is_used_and_typed_get_works_positionally() -> None:
+    doc: Doc[Any] = Doc()
+    async with AsyncWebSocketServer(host="127.0.0.1", port=0) as server:
+        async with AsyncWebSocketClient("x", doc=doc, host="127.0.0.1", port=server.port) as c:
+            assert c.doc is doc
+            async with AsyncWebSocketClient("x", host="127.0.0.1", port=server.port) as other:
+                # Documents wiredb creates accept the type positionally.
+                other.doc.get("t", Text).insert(0, "hi")  # type: ignore[call-arg]
+                t = doc.get("t", type=Text)
+                await wait_until(doc, lambda: str(t) == "hi")
+
+
+async def test_port_zero_binds_a_free_port_and_a_busy_port_raises() -> None:
+    async with AsyncWebSocketServer(host="127.0.0.1", port=0) as server:
+        assert server.port > 0
+        with pytest.raises(OSError, match=r"cannot listen on 127\.0\.0\.1"):
+            async with AsyncWebSocketServer(host="127.0.0.1", port=server.port):
+                pass
+
+
+async def test_connecting_to_nothing_raises_connection_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ConnectionError):
+        async with AsyncWebSocketClient("x", host="127.0.0.1", port=port):
+            pass
+
+
+BLOCKING_CLIENT = textwrap.dedent(
+    """
+    import sys
+    from pycrdt import Text
+    from wire_websocket import WebSocketClient
+
+    port, room, word, expected = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    with WebSocketClient(room, host="localhost", port=int(port)) as client:
+        client.pull()
+        text = client.doc.get("text", type=Text)
+        text += word
+        client.push()
+        while len(str(text)) < expected:
+            client.wait(5.0)
+        print(str(text))
+    """
+)
+
+
+async def test_blocking_clients_in_other_processes() -> None:
+    async with AsyncWebSocketServer(host="127.0.0.1", port=0) as server:
+        async with AsyncWebSocketClient("b", host="127.0.0.1", port=server.port) as local:
+            local.doc.get("text", type=Text).insert(0, "L")
+
+            async def run(word: str) -> str:
+                result = await to_thread.run_sync(
+                    lambda: subprocess.run(
+                        [sys.executable, "-c", BLOCKING_CLIENT, str(server.port), "b", word, "3"],
+                        capture_output=True,
+                        text=True,
+                        timeout=60,
+                    )
+                )
+                assert result.returncode == 0, result.stderr
+                return result.stdout.strip()
+
+            outputs: list[str] = []
+
+            async def collect(word: str) -> None:
+                outputs.append(await run(word))
+
+            async with create_task_group() as tg:
+                tg.start_soon(collect, "X")
+                tg.start_soon(collect, "Y")
+            assert len(outputs) == 2
+            assert sorted(outputs[0]) == ["L", "X", "Y"]
+            assert outputs[0] == outputs[1]
+            text = local.doc.get("text", type=Text)
+            await wait_until(local.doc, lambda: str(text) == outputs[0])
+
+
+def test_blocking_client_against_a_server_in_another_process(tmp_path: Any) -> None:
+    script = textwrap.dedent(
+        """
+        import anyio, sys
+        from wire_websocket import AsyncWebSocketServer
+
+        async def main():
+            async with AsyncWebSocketServer(host="127.0.0.1", port=0) as server:
+                print(server.port, flush=True)
+                await anyio.sleep_forever()
+
+        anyio.run(main)
+        """
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
+    ) as server:
+        try:
+            assert server.stdout is not None
+            port = int(server.stdout.readline())
+            with WebSocketClient("w", host="localhost", port=port, auto_push=True) as a:
+                a.pull()
+                a.doc.get("text", type=Text).insert(0, "blocking")
+                with WebSocketClient("w", host="localhost", port=port) as b:
+                    b.pull()
+                    text = b.doc.get("text", type=Text)
+                    while str(text) != "blocking":
+                        assert b.wait(5.0)
+                    assert b.synchronized
+        finally:
+            server.terminate()
