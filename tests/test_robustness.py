@@ -22,9 +22,9 @@ pytestmark = pytest.mark.anyio
 def send_and_get_close_code(port: int, room: str, frame: bytes | str) -> int | None:
     """Sends one frame on a raw WebSocket and returns the close code the server answers with."""
     with connect(f"ws://127.0.0.1:{port}/{room}", open_timeout=10) as ws:
-        ws.send(frame)
-        ws.send(b"\x00\x00\x01\x00")  # a valid sync step 1 after it
         try:
+            ws.send(frame)
+            ws.send(b"\x00\x00\x01\x00")  # a valid sync step 1 after it
             while True:
                 message = ws.recv(timeout=10)
                 if isinstance(message, bytes) and message.startswith(b"\x00\x01"):

@@ -8,11 +8,13 @@ from time import monotonic
 from types import TracebackType
 from typing import Any
 
-from anyio import Event, create_task_group, move_on_after, wait_readable
+from anyio import Event, create_task_group, move_on_after
 from anyio.abc import TaskGroup
 from pycrdt import Doc
 
+from ._channel import AsyncChannel, Channel
 from ._doc import Doc as WireDoc
+from ._links import AsyncChannelLink, ChannelLink, Link, wait_link
 from ._sync import DocSync
 from ._wiredb import Endpoint
 
@@ -23,26 +25,34 @@ CLOSE_TIMEOUT = 5.0
 
 
 class AsyncClient:
-    """A document kept in sync over an endpoint, on asyncio or trio.
+    """A document kept in sync over a channel, on asyncio or trio.
 
-    Wires build it for you (`AsyncWebSocketClient`, `AsyncFileClient`...). It must be used as an
-    async context manager; on entry it is synchronized (with `auto_pull`), on exit every local
-    change made before has been sent.
+    Wires build it for you (`AsyncWebSocketClient`...); use it directly to sync over a transport
+    of your own, any `AsyncChannel`. It must be used as an async context manager; on entry it is
+    synchronized (with `auto_pull`), on exit every local change made before has been sent.
 
     ```py
-    async with AsyncWebSocketClient(host="localhost", port=8000) as client:
+    async with AsyncClient(MyChannel(...)) as client:
         client.doc.get("text", Text).insert(0, "Hello")
     ```
     """
 
     def __init__(
         self,
-        connect: Callable[[], Endpoint],
+        channel: AsyncChannel | Callable[[], Endpoint],
         doc: Doc[Any] | None = None,
         auto_push: bool = True,
         auto_pull: bool = True,
     ) -> None:
-        self._connect = connect
+        """
+        Args:
+            channel: The channel to sync over (or, for wires, a function opening a native
+                endpoint).
+            doc: The document to sync (a new one if None).
+            auto_push: Send local changes as they are made; else on `push()`.
+            auto_pull: Apply remote changes as they arrive; else on `pull()`.
+        """
+        self._channel = channel
         self._doc: Doc[Any] = WireDoc() if doc is None else doc
         self._auto_push = auto_push
         self._auto_pull = auto_pull
@@ -78,7 +88,7 @@ class AsyncClient:
     async def _run(self, sync: DocSync, first: Event) -> None:
         try:
             while sync.closed is None:
-                await wait_readable(sync.endpoint.fd)
+                await wait_link(sync.endpoint)
                 batch = sync.endpoint.receive()
                 if not batch:
                     continue
@@ -90,14 +100,19 @@ class AsyncClient:
             self._closed.set()
 
     async def __aenter__(self) -> AsyncClient:
-        endpoint = self._connect()
-        sync = DocSync(endpoint, self._doc, self._auto_push, self._auto_pull)
-        self._sync = sync
-        sync.start()
-        first = Event()
         task_group = create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
+        link: Link
+        if isinstance(self._channel, AsyncChannel):
+            link = AsyncChannelLink(self._channel)
+            link.start(task_group)
+        else:
+            link = self._channel()
+        sync = DocSync(link, self._doc, self._auto_push, self._auto_pull)
+        self._sync = sync
+        sync.start()
+        first = Event()
         task_group.start_soon(self._run, sync, first)
         try:
             # Connected once the peer's first message arrived; synchronized once its answer
@@ -136,11 +151,11 @@ class AsyncClient:
 
 
 class Client:
-    """A document kept in sync over an endpoint, without an event loop.
+    """A document kept in sync over a channel, without an event loop.
 
-    Wires build it for you (`WebSocketClient`, `FileClient`). `pull()` blocks (without holding
-    the GIL) until the document is synchronized, then applies whatever has arrived; `push()`
-    sends local changes (automatically with `auto_push=True`).
+    Wires build it for you (`WebSocketClient`); use it directly over any `Channel`. `pull()`
+    blocks (without holding the GIL) until the document is synchronized, then applies whatever
+    has arrived; `push()` sends local changes (automatically with `auto_push=True`).
 
     ```py
     with WebSocketClient(host="localhost", port=8000) as client:
@@ -152,14 +167,22 @@ class Client:
 
     def __init__(
         self,
-        connect: Callable[[], Endpoint],
+        channel: Channel | Callable[[], Endpoint],
         doc: Doc[Any] | None = None,
         auto_push: bool = False,
     ) -> None:
-        self._connect = connect
+        """
+        Args:
+            channel: The channel to sync over (or, for wires, a function opening a native
+                endpoint).
+            doc: The document to sync (a new one if None).
+            auto_push: Send local changes as they are made; else on `push()`.
+        """
+        self._channel = channel
         self._doc: Doc[Any] = WireDoc() if doc is None else doc
         self._auto_push = auto_push
         self._sync: DocSync | None = None
+        self._link: Endpoint | ChannelLink | None = None
 
     @property
     def doc(self) -> Doc[Any]:
@@ -189,7 +212,7 @@ class Client:
                 code, reason = sync.closed
                 raise ConnectionError(reason or f"connection closed with code {code}")
             left = None if deadline is None else max(0.0, deadline - monotonic())
-            if not sync.endpoint.wait(left) and left is not None:
+            if not self._wait(left) and left is not None:
                 raise TimeoutError("the document was not synchronized in time")
             sync.pull()
 
@@ -203,17 +226,21 @@ class Client:
         Returns:
             False if `timeout` seconds passed with nothing new.
         """
-        sync = self._require()
-        if not sync.endpoint.wait(timeout):
+        self._require()
+        if not self._wait(timeout):
             return False
         self.pull()
         return True
 
     def __enter__(self) -> Client:
-        sync = DocSync(self._connect(), self._doc, self._auto_push, auto_pull=False)
+        link = ChannelLink(self._channel) if isinstance(self._channel, Channel) else self._channel()
+        sync = DocSync(link, self._doc, self._auto_push, auto_pull=False)
         sync.start()
-        self._sync = sync
+        self._sync, self._link = sync, link
         return self
+
+    def _wait(self, timeout: float | None) -> bool:
+        return self._link is not None and self._link.wait(timeout)
 
     def __exit__(
         self,
@@ -221,18 +248,20 @@ class Client:
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
     ) -> None:
-        sync, self._sync = self._sync, None
+        sync = self._sync
         if sync is None:
             return
         sync.stop()
         if sync.closed is None:
             sync.endpoint.close()
+            sync.process(sync.endpoint.receive())
             deadline = monotonic() + CLOSE_TIMEOUT
             while sync.closed is None:
                 left = deadline - monotonic()
-                if left <= 0 or not sync.endpoint.wait(left):
+                if left <= 0 or not self._wait(left):
                     break
                 sync.process(sync.endpoint.receive())
+        self._sync = self._link = None
 
 
 async def wait_first(*events: Event) -> None:

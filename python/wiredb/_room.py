@@ -20,9 +20,11 @@ from anyio import (
 from anyio.abc import TaskGroup, TaskStatus
 from pycrdt import Doc
 
+from ._channel import AsyncChannel
 from ._doc import Doc as WireDoc
+from ._links import wait_link
 from ._sync import DocSync
-from ._wiredb import RoomCore
+from ._wiredb import Endpoint, RoomCore
 
 log = logging.getLogger("wiredb")
 
@@ -93,7 +95,7 @@ class Room(AsyncContextManagerMixin):
 
     async def _pump_mirror(self, mirror: DocSync) -> None:
         while mirror.closed is None:
-            await wait_readable(mirror.endpoint.fd)
+            await wait_link(mirror.endpoint)
             mirror.process(mirror.endpoint.receive())
 
     @asynccontextmanager
@@ -113,6 +115,40 @@ class Room(AsyncContextManagerMixin):
             if self._mirror is not None:
                 self._mirror.stop()
                 self._mirror.endpoint.close()
+
+    async def serve(
+        self, channel: AsyncChannel, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED
+    ) -> None:
+        """Serves a client over a channel of your own (a custom wire) until the channel ends.
+
+        The channel is a member of the room like any WebSocket client: it is sent the room's
+        sync step 1 and awareness, its updates go to every other member, and a malformed or
+        rejected message ends it (the room goes on).
+        """
+        endpoint = self._core.peer()
+        try:
+            async with create_task_group() as task_group:
+                task_group.start_soon(self._forward_to_channel, endpoint, channel)
+                task_status.started()
+                try:
+                    async for message in channel:
+                        endpoint.send_frame(bytes(message))
+                except ValueError as error:
+                    log.warning("room %r: closing channel %r: %s", self._id, channel.id, error)
+                except Exception as error:
+                    log.debug("room %r: channel %r ended: %r", self._id, channel.id, error)
+                task_group.cancel_scope.cancel()
+        finally:
+            endpoint.close()
+
+    async def _forward_to_channel(self, endpoint: Endpoint, channel: AsyncChannel) -> None:
+        while True:
+            await wait_readable(endpoint.fd)
+            frames, closed = endpoint.receive_frames()
+            for frame in frames:
+                await channel.send(frame)
+            if closed is not None:
+                return
 
     async def run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
         """The room's main task: reports started, then runs until the room closes.

@@ -1,6 +1,6 @@
-"""Keeps a `pycrdt.Doc` in sync through a native endpoint.
+"""Keeps a `pycrdt.Doc` in sync through a link (a native endpoint or a Python channel).
 
-The endpoint does the protocol and the I/O in Rust; this class only moves bytes between it and
+The link does the protocol and the I/O; this class only moves bytes between it and
 the document: local changes out (as they happen, or on `push()`), remote changes in (everything
 pending merged into one update, applied once). An update received from the endpoint is never
 sent back to it.
@@ -13,13 +13,14 @@ from typing import Any
 
 from pycrdt import Doc, Subscription, TransactionEvent, merge_updates
 
-from ._wiredb import Batch, Endpoint
+from ._links import Link
+from ._wiredb import Batch
 
 log = logging.getLogger("wiredb")
 
 
 class DocSync:
-    def __init__(self, endpoint: Endpoint, doc: Doc[Any], auto_push: bool, auto_pull: bool) -> None:
+    def __init__(self, endpoint: Link, doc: Doc[Any], auto_push: bool, auto_pull: bool) -> None:
         self.endpoint = endpoint
         self.doc = doc
         self.auto_push = auto_push

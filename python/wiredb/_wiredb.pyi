@@ -40,6 +40,10 @@ class Endpoint:
     def send_update(self, update: bytes) -> None:
         """Queues a local update (never waits). Raises ValueError if a room rejects it."""
     def send_awareness(self, payload: bytes) -> None: ...
+    def send_frame(self, frame: bytes) -> None:
+        """Hands a raw frame to the room; ValueError if it is malformed or rejected."""
+    def receive_frames(self) -> tuple[list[bytes], tuple[int, str] | None]:
+        """The raw frames queued for this member, and the close reason once closed."""
     def receive(self) -> Batch:
         """Takes everything that arrived, pending updates merged into one."""
     def wait(self, timeout: float | None = None) -> bool:
@@ -80,3 +84,10 @@ class WebSocketServer:
     def open_rooms(self) -> list[str]: ...
     def stop(self) -> None:
         """Stops accepting and closes every connection with 1001; a "stopped" event follows."""
+
+def frame_step1(state_vector: bytes) -> bytes: ...
+def frame_step2(update: bytes) -> bytes: ...
+def frame_update(update: bytes) -> bytes: ...
+def frame_awareness(payload: bytes) -> bytes: ...
+def absorb(frames: list[bytes], closed: tuple[int, str] | None = None) -> Batch:
+    """Decodes received frames into one batch, pending updates merged into one."""

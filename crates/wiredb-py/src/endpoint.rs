@@ -136,6 +136,40 @@ impl Endpoint {
         })
     }
 
+    /// Hands a raw frame to the room (a Python channel served by a room). Raises ValueError
+    /// if the frame is malformed or its update is rejected.
+    fn send_frame(&self, py: Python<'_>, frame: &[u8]) -> PyResult<()> {
+        match &self.link {
+            Link::WebSocket(outbound) => {
+                outbound.send_frame(Bytes::copy_from_slice(frame));
+                Ok(())
+            }
+            Link::Member { core, member } => {
+                let frame = Bytes::copy_from_slice(frame);
+                py.detach(|| core.handle_frame(*member, &frame))
+                    .map_err(errors::room_error)
+            }
+        }
+    }
+
+    /// Takes the raw frames queued for this member (a full resync if it fell behind), and the
+    /// close reason once closed: what a served Python channel forwards.
+    fn receive_frames<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> (Vec<Bound<'py, PyBytes>>, Option<(u16, String)>) {
+        let (frames, closed) = py.detach(|| {
+            self.fd.clear();
+            let drained = self.inbound.drain();
+            let frames = match (&self.link, drained.overflowed) {
+                (Link::Member { core, .. }, true) => core.resync_frames(),
+                _ => drained.frames,
+            };
+            (frames, drained.closed)
+        });
+        (to_bytes(py, &frames), closed.map(|c| (c.code, c.reason)))
+    }
+
     /// Blocks (without the GIL) until `receive()` has something or the timeout passes.
     #[pyo3(signature = (timeout = None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> bool {
@@ -161,6 +195,12 @@ impl Endpoint {
 pub struct Batch {
     batch: CoreBatch,
     closed: Option<CloseReason>,
+}
+
+impl Batch {
+    pub fn new(batch: CoreBatch, closed: Option<CloseReason>) -> Self {
+        Batch { batch, closed }
+    }
 }
 
 fn to_bytes<'py>(py: Python<'py>, items: &[Bytes]) -> Vec<Bound<'py, PyBytes>> {

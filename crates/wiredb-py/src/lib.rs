@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 
 mod endpoint;
 mod errors;
+mod frames;
 mod room;
 mod server;
 
@@ -15,6 +16,11 @@ fn _wiredb(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<endpoint::Batch>()?;
     m.add_class::<room::RoomCore>()?;
     m.add_class::<server::WebSocketServer>()?;
+    m.add_function(wrap_pyfunction!(frames::frame_step1, m)?)?;
+    m.add_function(wrap_pyfunction!(frames::frame_step2, m)?)?;
+    m.add_function(wrap_pyfunction!(frames::frame_update, m)?)?;
+    m.add_function(wrap_pyfunction!(frames::frame_awareness, m)?)?;
+    m.add_function(wrap_pyfunction!(frames::absorb, m)?)?;
     Ok(())
 }
 

@@ -1,0 +1,111 @@
+"""Custom wires: documents synced over channels written in Python."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from anyio import create_memory_object_stream, create_task_group, to_thread
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from pycrdt import Text
+from websockets.sync.client import ClientConnection, connect
+
+from helpers import wait_until
+from wire_websocket import AsyncWebSocketClient, AsyncWebSocketServer
+from wiredb import AsyncChannel, AsyncClient, Channel, Client
+
+pytestmark = pytest.mark.anyio
+
+
+class StreamChannel(AsyncChannel):
+    """One end of a pair of anyio memory object streams."""
+
+    def __init__(
+        self,
+        id: str,
+        send: MemoryObjectSendStream[bytes],
+        receive: MemoryObjectReceiveStream[bytes],
+    ) -> None:
+        self._id, self._send, self._receive = id, send, receive
+        self.sent = 0
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    async def send(self, message: bytes) -> None:
+        self.sent += 1
+        await self._send.send(message)
+
+    async def receive(self) -> bytes:
+        try:
+            return await self._receive.receive()
+        except Exception:
+            raise StopAsyncIteration() from None
+
+    async def aclose(self) -> None:
+        await self._send.aclose()
+        await self._receive.aclose()
+
+
+def channel_pair(id: str) -> tuple[StreamChannel, StreamChannel]:
+    a_send, b_receive = create_memory_object_stream[bytes](16)
+    b_send, a_receive = create_memory_object_stream[bytes](16)
+    return StreamChannel(id, a_send, a_receive), StreamChannel(id, b_send, b_receive)
+
+
+async def test_a_custom_channel_joins_a_room_next_to_websocket_clients() -> None:
+    async with AsyncWebSocketServer(host="127.0.0.1", port=0) as server:
+        async with AsyncWebSocketClient("mix", host="127.0.0.1", port=server.port) as ws:
+            room = server.room_manager.rooms["mix"]
+            server_end, client_end = channel_pair("mix")
+            async with create_task_group() as tg:
+                await tg.start(room.serve, server_end)
+                async with AsyncClient(client_end) as custom:
+                    custom.doc.get("text", type=Text).insert(0, "custom ")
+                    ws.doc.get("text", type=Text).insert(0, "ws ")
+                    text_ws = ws.doc.get("text", type=Text)
+                    text_custom = custom.doc.get("text", type=Text)
+                    await wait_until(ws.doc, lambda: len(str(text_ws)) == 10)
+                    await wait_until(custom.doc, lambda: str(text_custom) == str(text_ws))
+                await client_end.aclose()
+            await server_end.aclose()
+
+
+class WebsocketsChannel(Channel):
+    """A blocking channel over the `websockets` library's client."""
+
+    def __init__(self, connection: ClientConnection, id: str) -> None:
+        self._connection, self._id = connection, id
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    def send(self, message: bytes) -> None:
+        self._connection.send(message)
+
+    def receive(self, timeout: float | None = None) -> bytes:
+        message: Any = self._connection.recv(timeout=timeout)
+        return bytes(message)
+
+
+def blocking_edit(port: int, word: str) -> str:
+    with connect(f"ws://127.0.0.1:{port}/third-party") as connection:
+        with Client(WebsocketsChannel(connection, "third-party"), auto_push=True) as client:
+            client.pull()
+            text = client.doc.get("text", type=Text)
+            text += word
+            while "async" not in str(text):
+                assert client.wait(10)
+            return str(text)
+
+
+async def test_a_blocking_client_over_a_third_party_websocket_library() -> None:
+    async with AsyncWebSocketServer(host="127.0.0.1", port=0) as server:
+        async with AsyncWebSocketClient("third-party", host="127.0.0.1", port=server.port) as ws:
+            ws.doc.get("text", type=Text).insert(0, "async ")
+            seen = await to_thread.run_sync(blocking_edit, server.port, "blocking")
+            assert sorted(seen.split()) == ["async", "blocking"]
+            text = ws.doc.get("text", type=Text)
+            await wait_until(ws.doc, lambda: str(text) == seen)
