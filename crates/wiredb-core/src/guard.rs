@@ -9,9 +9,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use bytes::Bytes;
 use yrs::updates::decoder::Decode;
-use yrs::{StateVector, TransactionMut, Update};
+use yrs::{Doc, ReadTxn, StateVector, Transact, TransactionMut, Update};
 
 use crate::protocol::Reader;
+use crate::scan::{scan_update_v1, ScanError, ScanLimits};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GuardError {
@@ -23,17 +24,23 @@ pub enum GuardError {
     BadUpdate(String),
     #[error("update rejected: yrs panicked while {0}")]
     Panicked(&'static str),
+    #[error("update rejected: {0}")]
+    Scan(#[from] ScanError),
+    #[error("update rejected: it left the document unable to encode its state")]
+    Poisoned,
 }
 
 #[derive(Debug, Clone, Copy)]
 pub struct GuardLimits {
     pub max_update_bytes: usize,
+    pub scan: ScanLimits,
 }
 
 impl Default for GuardLimits {
     fn default() -> Self {
         GuardLimits {
             max_update_bytes: 64 << 20,
+            scan: ScanLimits::default(),
         }
     }
 }
@@ -55,7 +62,7 @@ pub fn decode_state_vector(bytes: &Bytes) -> Result<StateVector, GuardError> {
         .map_err(|e| GuardError::BadStateVector(e.to_string()))
 }
 
-/// Decodes a v1 update within the size limit.
+/// Decodes a v1 update within the size limit, after the structural scan.
 pub fn decode_update(bytes: &[u8], limits: &GuardLimits) -> Result<Update, GuardError> {
     if bytes.len() > limits.max_update_bytes {
         return Err(GuardError::TooLarge {
@@ -63,6 +70,7 @@ pub fn decode_update(bytes: &[u8], limits: &GuardLimits) -> Result<Update, Guard
             limit: limits.max_update_bytes,
         });
     }
+    scan_update_v1(bytes, &limits.scan)?;
     catch_unwind(|| Update::decode_v1(bytes))
         .map_err(|_| GuardError::Panicked("decoding an update"))?
         .map_err(|e| GuardError::BadUpdate(e.to_string()))
@@ -78,6 +86,39 @@ pub fn apply_update(
     catch_unwind(AssertUnwindSafe(|| txn.apply_update(update)))
         .map_err(|_| GuardError::Panicked("applying an update"))?
         .map_err(|e| GuardError::BadUpdate(e.to_string()))
+}
+
+/// Whether the document holds content waiting for missing predecessors.
+pub fn has_pending(doc: &Doc) -> bool {
+    doc.transact().has_missing_updates()
+}
+
+/// The pending part of a document (content waiting for predecessors) as an update, or None if
+/// encoding it panics: yrs accepts some updates whose pending part can never be encoded again.
+pub fn encode_pending(doc: &Doc) -> Option<Vec<u8>> {
+    catch_unwind(AssertUnwindSafe(|| {
+        let txn = doc.transact();
+        txn.encode_state_as_update_v1(&txn.state_vector())
+    }))
+    .ok()
+}
+
+/// A fresh document with the integrated content of `doc` (and `pending`, an update saved while
+/// it was still sound): what a room is rebuilt from when an update poisoned its document.
+pub fn rebuild(doc: &Doc, pending: Option<&[u8]>, limits: &GuardLimits) -> Doc {
+    let integrated = catch_unwind(AssertUnwindSafe(|| {
+        doc.transact().encode_diff_v1(&StateVector::default())
+    }));
+    let fresh = Doc::new();
+    {
+        let mut txn = fresh.transact_mut();
+        for update in integrated.ok().iter().map(Vec::as_slice).chain(pending) {
+            if let Err(error) = apply_update(&mut txn, update, limits) {
+                tracing::error!(%error, "content lost while rebuilding a document");
+            }
+        }
+    }
+    fresh
 }
 
 /// Merges v1 updates into one (what a consumer applies once instead of many times).
@@ -100,7 +141,7 @@ pub fn merge_updates(updates: &[Bytes], limits: &GuardLimits) -> Result<Vec<u8>,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use yrs::{Doc, GetString, Text, Transact};
+    use yrs::{GetString, Text};
 
     fn update_inserting(text: &str) -> Bytes {
         let doc = Doc::new();
@@ -123,6 +164,7 @@ mod tests {
     fn oversized_updates_are_refused() {
         let limits = GuardLimits {
             max_update_bytes: 4,
+            ..GuardLimits::default()
         };
         let update = update_inserting("hello");
         assert!(matches!(

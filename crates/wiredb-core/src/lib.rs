@@ -15,6 +15,7 @@ pub mod queue;
 pub mod registry;
 pub mod room;
 pub mod runtime;
+pub mod scan;
 pub mod server;
 pub mod store;
 pub mod sync;

@@ -152,11 +152,8 @@ impl RoomCore {
                 if update.as_ref() == crate::protocol::EMPTY_UPDATE {
                     return Ok(());
                 }
-                let state = self.lock();
-                {
-                    let mut txn = state.doc.transact_mut();
-                    guard::apply_update(&mut txn, &update, &self.limits)?;
-                }
+                let mut state = self.lock();
+                self.apply(&mut state, &update)?;
                 broadcast(&state, member, Message::Update(update).encode());
             }
             Message::Awareness(payload) => {
@@ -178,6 +175,33 @@ impl RoomCore {
             }
             // Auth is for the server to send; unknown types are ignored (y-protocols' rule).
             Message::Auth { .. } | Message::Unknown(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Applies a peer's update through the guard. yrs can be left unable to encode (a panic
+    /// mid-apply, or pending content that panics every later encode): then the document is
+    /// rebuilt from its sound content and the update is refused, so the room keeps serving.
+    fn apply(&self, state: &mut RoomState, update: &[u8]) -> Result<(), GuardError> {
+        // Saved only when something is pending already (rare): it survives a rebuild.
+        let pending_before = if guard::has_pending(&state.doc) {
+            guard::encode_pending(&state.doc)
+        } else {
+            None
+        };
+        let result = {
+            let mut txn = state.doc.transact_mut();
+            guard::apply_update(&mut txn, update, &self.limits)
+        };
+        let poisoned = match &result {
+            Err(GuardError::Panicked(_)) => true,
+            Err(_) => return result,
+            Ok(()) => guard::has_pending(&state.doc) && guard::encode_pending(&state.doc).is_none(),
+        };
+        if poisoned {
+            tracing::warn!(room = %self.id, "an update broke the document; rebuilding it");
+            state.doc = guard::rebuild(&state.doc, pending_before.as_deref(), &self.limits);
+            return Err(result.err().unwrap_or(GuardError::Poisoned));
         }
         Ok(())
     }
@@ -370,5 +394,84 @@ mod tests {
             &decode_frame(&frames[0]).unwrap()[..],
             [Message::Update(_)]
         ));
+    }
+
+    fn hex(s: &str) -> Bytes {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect::<Vec<_>>()
+            .into()
+    }
+
+    /// The repros of yrs 0.28.1 on untrusted bytes: each is refused, only its sender is at
+    /// fault, and the room still serves a joiner the content it had.
+    #[test]
+    fn hostile_updates_are_refused_and_the_room_keeps_serving() {
+        let nested: Bytes = {
+            let doc = Doc::new();
+            let array = doc.get_or_insert_array("a");
+            let mut any = yrs::Any::Null;
+            for _ in 0..10 {
+                any = yrs::Any::Array(vec![any].into());
+            }
+            yrs::Array::push_back(&array, &mut doc.transact_mut(), any);
+            let update = doc
+                .transact()
+                .encode_state_as_update_v1(&StateVector::default());
+            let pos = update.windows(2).position(|w| w == [0x75, 0x01]).unwrap();
+            let mut bomb = update[..pos].to_vec();
+            for _ in 0..10_000 {
+                bomb.extend_from_slice(&[0x75, 0x01]);
+            }
+            bomb.extend_from_slice(&update[pos + 20..]);
+            bomb.into()
+        };
+        let hostile = [
+            // Accepted by apply_update, after which every state encode panics.
+            hex("01030101020c4400000568656c6c6f8801050175037c3fc000007701737e2801016d026b31017c3f8000000101010102"),
+            // Panics inside apply_update.
+            hex("010101ffffffffbf03010101013201010301810100000001001800c4ff"),
+            // 10,000 nested arrays: overflows a thread's stack in yrs' decoder.
+            nested,
+        ];
+        let room = RoomCore::new("r", GuardLimits::default());
+        let (qa, qb) = (queue(), queue());
+        let a = room.join(qa, JoinKind::Peer);
+        let b = room.join(qb.clone(), JoinKind::Peer);
+        room.handle(a, Message::Update(edit("kept"))).unwrap();
+        qb.drain();
+        let errors: Vec<_> = hostile
+            .into_iter()
+            .map(|update| {
+                room.handle(b, Message::Update(update))
+                    .unwrap_err()
+                    .to_string()
+            })
+            .collect();
+        assert!(errors[0].contains("unable to encode"), "{errors:?}");
+        assert!(errors[2].contains("nesting deeper"), "{errors:?}");
+        // A lying state vector (8 bytes declaring a huge count) costs nothing.
+        assert!(room
+            .handle(b, Message::SyncStep1(hex("8080808001")))
+            .is_err());
+        // Nothing reached the other member, and a joiner gets the sound document.
+        assert!(messages(&qb).is_empty());
+        let qc = queue();
+        let c = room.join(qc.clone(), JoinKind::Peer);
+        room.handle(c, Message::SyncStep1(Bytes::from_static(&[0])))
+            .unwrap();
+        let step2 = messages(&qc)
+            .into_iter()
+            .find_map(|m| match m {
+                Message::SyncStep2(u) => Some(u),
+                _ => None,
+            })
+            .unwrap();
+        let doc = Doc::new();
+        let text = doc.get_or_insert_text("text");
+        guard::apply_update(&mut doc.transact_mut(), &step2, &GuardLimits::default()).unwrap();
+        assert_eq!(text.get_string(&doc.transact()), "kept");
+        assert!(room.resync_frames().len() == 1);
     }
 }

@@ -1,0 +1,468 @@
+//! A structural pre-scan of lib0 v1 updates, run before yrs sees the bytes.
+//!
+//! yrs decodes nested `Any` values recursively (10,000 nested arrays, 20 KB, overflow an 8 MiB
+//! stack and abort the process) and trusts declared counts. This scan walks the same layout
+//! iteratively, allocates nothing, and rejects what yrs would choke on: nesting deeper than a
+//! limit, counts larger than the bytes that could hold them, content kinds yrs does not know.
+//! It must never recurse and never panic.
+
+use crate::protocol::DecodeError;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScanError {
+    #[error("malformed update: {0}")]
+    Malformed(#[from] DecodeError),
+    #[error("nesting deeper than {limit} levels")]
+    TooDeep { limit: usize },
+    #[error("declared count {count} exceeds the {left} bytes left")]
+    CountTooLarge { count: u64, left: usize },
+    #[error("unknown {what} {value}")]
+    Unknown { what: &'static str, value: u64 },
+}
+
+/// What a scan measured (useful for quotas).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanReport {
+    pub structs: u64,
+    pub deletes: u64,
+    pub max_depth: usize,
+}
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl Cursor<'_> {
+    fn left(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        let byte = *self.buf.get(self.pos).ok_or(DecodeError::Truncated {
+            offset: self.pos,
+            needed: 1,
+        })?;
+        self.pos += 1;
+        Ok(byte)
+    }
+
+    fn skip(&mut self, n: u64) -> Result<(), DecodeError> {
+        if n > self.left() as u64 {
+            return Err(DecodeError::Truncated {
+                offset: self.pos,
+                needed: usize::try_from(n).unwrap_or(usize::MAX) - self.left(),
+            });
+        }
+        self.pos += n as usize;
+        Ok(())
+    }
+
+    /// A varint read exactly as yrs reads one into an integer of `bits` bits: up to 11 bytes,
+    /// each group shifted by a wrapping shift. Matching yrs here keeps the scan walking the very
+    /// layout yrs will decode.
+    fn var(&mut self, bits: u32) -> Result<u64, DecodeError> {
+        let start = self.pos;
+        let mut value: u64 = 0;
+        let mut len = 0u32;
+        loop {
+            let byte = self.u8()?;
+            let group = u64::from(byte & 0x7f);
+            value |= if bits == 32 {
+                u64::from((group as u32).wrapping_shl(len))
+            } else {
+                group.wrapping_shl(len)
+            };
+            len += 7;
+            if byte < 0x80 {
+                return Ok(value);
+            }
+            if len > 70 {
+                return Err(DecodeError::VarintOverflow { offset: start });
+            }
+        }
+    }
+
+    fn var32(&mut self) -> Result<u64, DecodeError> {
+        self.var(32)
+    }
+
+    fn var64(&mut self) -> Result<u64, DecodeError> {
+        self.var(64)
+    }
+
+    /// A lib0 signed varint: only its length matters here.
+    fn varint(&mut self) -> Result<(), DecodeError> {
+        let start = self.pos;
+        for _ in 0..10 {
+            if self.u8()? & 0x80 == 0 {
+                return Ok(());
+            }
+        }
+        Err(DecodeError::VarintOverflow { offset: start })
+    }
+
+    /// A var-length buffer or string.
+    fn buf(&mut self) -> Result<(), DecodeError> {
+        let len = self.var32()?;
+        self.skip(len)
+    }
+
+    /// A count of elements that each take at least one byte.
+    fn count(&mut self, bits: u32) -> Result<u64, ScanError> {
+        let count = self.var(bits)?;
+        if count > self.left() as u64 {
+            return Err(ScanError::CountTooLarge {
+                count,
+                left: self.left(),
+            });
+        }
+        Ok(count)
+    }
+}
+
+/// Limits of the scan.
+#[derive(Debug, Clone, Copy)]
+pub struct ScanLimits {
+    /// Deepest nesting of `Any` values (arrays and maps) accepted.
+    pub max_depth: usize,
+}
+
+impl Default for ScanLimits {
+    fn default() -> Self {
+        ScanLimits { max_depth: 64 }
+    }
+}
+
+/// Checks that `update` has the layout of a lib0 v1 update within the limits.
+pub fn scan_update_v1(update: &[u8], limits: &ScanLimits) -> Result<ScanReport, ScanError> {
+    let mut c = Cursor {
+        buf: update,
+        pos: 0,
+    };
+    let mut report = ScanReport::default();
+    let clients = c.count(32)?;
+    for _ in 0..clients {
+        let structs = c.count(32)?;
+        c.var64()?; // client
+        c.var32()?; // clock
+        for _ in 0..structs {
+            report.structs += 1;
+            scan_struct(&mut c, limits, &mut report)?;
+        }
+    }
+    let delete_clients = c.count(32)?;
+    for _ in 0..delete_clients {
+        c.var64()?; // client
+        let ranges = c.count(32)?;
+        for _ in 0..ranges {
+            c.var32()?; // clock
+            c.var32()?; // len
+            report.deletes += 1;
+        }
+    }
+    Ok(report)
+}
+
+const HAS_ORIGIN: u8 = 0b1000_0000;
+const HAS_RIGHT_ORIGIN: u8 = 0b0100_0000;
+const HAS_PARENT_SUB: u8 = 0b0010_0000;
+
+fn scan_struct(
+    c: &mut Cursor<'_>,
+    limits: &ScanLimits,
+    report: &mut ScanReport,
+) -> Result<(), ScanError> {
+    let info = c.u8()?;
+    match info {
+        // GC and Skip: a length.
+        0 | 10 => {
+            c.var32()?;
+            return Ok(());
+        }
+        _ => {}
+    }
+    if info & HAS_ORIGIN != 0 {
+        c.var64()?;
+        c.var32()?;
+    }
+    if info & HAS_RIGHT_ORIGIN != 0 {
+        c.var64()?;
+        c.var32()?;
+    }
+    if info & (HAS_ORIGIN | HAS_RIGHT_ORIGIN) == 0 {
+        if c.var32()? == 1 {
+            c.buf()?; // root type name
+        } else {
+            c.var64()?; // parent id
+            c.var32()?;
+        }
+        if info & HAS_PARENT_SUB != 0 {
+            c.buf()?;
+        }
+    }
+    // yrs reads the content kind from the low four bits.
+    match info & 0b1111 {
+        1 => {
+            c.var32()?; // deleted length
+        }
+        2 => {
+            // JSON strings (parsed later by serde_json, which limits its own recursion). yrs
+            // reads the declared count as an i32 and then one string more than it says.
+            let count = c.count(32)? as u32 as i32;
+            if count < 0 {
+                return Err(ScanError::CountTooLarge {
+                    count: count as u32 as u64,
+                    left: c.left(),
+                });
+            }
+            for _ in 0..=count {
+                c.buf()?;
+            }
+        }
+        3..=5 => c.buf()?, // binary, string, embed (JSON string)
+        6 => {
+            c.buf()?; // format key
+            c.buf()?; // format value (JSON string)
+        }
+        7 => match c.u8()? {
+            3 => c.buf()?, // XML element: its name
+            0..=2 | 4..=6 | 9 | 15 => {}
+            other => {
+                return Err(ScanError::Unknown {
+                    what: "type ref",
+                    value: other.into(),
+                })
+            }
+        },
+        8 => {
+            for _ in 0..c.count(32)? {
+                scan_any(c, limits, report)?;
+            }
+        }
+        9 => {
+            c.buf()?; // guid
+            scan_any(c, limits, report)?; // options
+        }
+        other => {
+            return Err(ScanError::Unknown {
+                what: "content kind",
+                value: other.into(),
+            })
+        }
+    }
+    Ok(())
+}
+
+/// One `Any` value, walked with an explicit stack of "values still to read" per open container.
+fn scan_any(
+    c: &mut Cursor<'_>,
+    limits: &ScanLimits,
+    report: &mut ScanReport,
+) -> Result<(), ScanError> {
+    // Each entry: (values left in this container, whether each is preceded by a map key).
+    let mut stack: Vec<(u64, bool)> = vec![(1, false)];
+    while let Some(top) = stack.last_mut() {
+        if top.0 == 0 {
+            stack.pop();
+            continue;
+        }
+        top.0 -= 1;
+        if top.1 {
+            c.buf()?; // map key
+        }
+        match c.u8()? {
+            127 | 126 | 121 | 120 => {}
+            125 => c.varint()?,
+            124 => c.skip(4)?,
+            123 | 122 => c.skip(8)?,
+            119 | 116 => c.buf()?,
+            tag @ (118 | 117) => {
+                let len = c.count(64)?;
+                if stack.len() >= limits.max_depth {
+                    return Err(ScanError::TooDeep {
+                        limit: limits.max_depth,
+                    });
+                }
+                stack.push((len, tag == 118));
+                report.max_depth = report.max_depth.max(stack.len() - 1);
+            }
+            other => {
+                return Err(ScanError::Unknown {
+                    what: "value tag",
+                    value: other.into(),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yrs::updates::decoder::Decode;
+    use yrs::{Any, Array, Doc, Map, ReadTxn, StateVector, Text, Transact, XmlFragment};
+
+    fn nested(depth: usize) -> Any {
+        let mut any = Any::Null;
+        for _ in 0..depth {
+            any = Any::Array(vec![any].into());
+        }
+        any
+    }
+
+    #[test]
+    fn real_updates_of_every_kind_pass() {
+        let doc = Doc::new();
+        let text = doc.get_or_insert_text("text");
+        let array = doc.get_or_insert_array("array");
+        let map = doc.get_or_insert_map("map");
+        let xml = doc.get_or_insert_xml_fragment("xml");
+        {
+            let mut txn = doc.transact_mut();
+            text.insert(&mut txn, 0, "hello world");
+            text.format(
+                &mut txn,
+                0,
+                5,
+                [("bold".into(), Any::Bool(true))].into_iter().collect(),
+            );
+            text.remove_range(&mut txn, 2, 3);
+            array.push_back(&mut txn, nested(10));
+            array.push_back(&mut txn, Any::Buffer(vec![1u8, 2, 3].into()));
+            array.push_back(&mut txn, 3.5);
+            array.push_back(&mut txn, -7i64);
+            map.insert(
+                &mut txn,
+                "k",
+                Any::from(
+                    vec![("a", Any::from("b"))]
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v))
+                        .collect::<std::collections::HashMap<_, _>>(),
+                ),
+            );
+            map.insert(&mut txn, "nested", yrs::MapPrelim::default());
+            xml.push_back(&mut txn, yrs::XmlElementPrelim::empty("p"));
+        }
+        let update = doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        let report = scan_update_v1(&update, &ScanLimits::default()).unwrap();
+        assert!(report.structs > 5);
+        assert!(report.deletes >= 1);
+        assert_eq!(report.max_depth, 10);
+        assert!(yrs::Update::decode_v1(&update).is_ok());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_recursing() {
+        let doc = Doc::new();
+        let array = doc.get_or_insert_array("a");
+        array.push_back(&mut doc.transact_mut(), nested(10));
+        let update = doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        let pos = update.windows(2).position(|w| w == [0x75, 0x01]).unwrap();
+        let mut bomb = update[..pos].to_vec();
+        for _ in 0..100_000 {
+            bomb.extend_from_slice(&[0x75, 0x01]);
+        }
+        bomb.extend_from_slice(&update[pos + 20..]);
+        assert!(matches!(
+            scan_update_v1(&bomb, &ScanLimits::default()),
+            Err(ScanError::TooDeep { .. })
+        ));
+    }
+
+    #[test]
+    fn lying_counts_and_garbage_are_refused() {
+        for bytes in [
+            &[0xff, 0xff, 0xff, 0xff, 0x0f][..],
+            &[1, 0xff, 0xff, 0xff, 0x0f, 1, 0][..],
+            &[1, 1, 1, 0, 0x1f][..],
+            &[][..],
+        ] {
+            assert!(
+                scan_update_v1(bytes, &ScanLimits::default()).is_err(),
+                "{bytes:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_truncation_of_a_real_update_is_handled() {
+        let doc = Doc::new();
+        let map = doc.get_or_insert_map("m");
+        map.insert(&mut doc.transact_mut(), "k", nested(5));
+        let update = doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        for cut in 0..update.len() {
+            // Never panics; a cut inside the structs is an error.
+            let _ = scan_update_v1(&update[..cut], &ScanLimits::default());
+        }
+        assert!(scan_update_v1(&update[..update.len() / 2], &ScanLimits::default()).is_err());
+    }
+
+    /// Differential check against yrs on mutated real updates: whatever yrs decodes, the scan
+    /// accepts (it only refuses more when nesting is too deep).
+    #[test]
+    fn accepts_whatever_yrs_decodes() {
+        let doc = Doc::new();
+        let text = doc.get_or_insert_text("t");
+        let map = doc.get_or_insert_map("m");
+        let xml = doc.get_or_insert_xml_fragment("x");
+        {
+            let mut txn = doc.transact_mut();
+            text.insert(&mut txn, 0, "abcdef");
+            text.format(
+                &mut txn,
+                0,
+                2,
+                [("b".into(), Any::Bool(true))].into_iter().collect(),
+            );
+            text.insert_embed(&mut txn, 1, Any::from(vec![Any::from(1.5)]));
+            text.remove_range(&mut txn, 1, 2);
+            map.insert(&mut txn, "x", nested(3));
+            map.insert(&mut txn, "y", Any::Buffer(vec![9u8; 4].into()));
+            xml.push_back(&mut txn, yrs::XmlElementPrelim::empty("p"));
+        }
+        let update = doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        std::panic::set_hook(Box::new(|_| {}));
+        let mut decoded = 0;
+        let mut refused = Vec::new();
+        for _ in 0..20_000 {
+            let mut bytes = update.clone();
+            for _ in 0..(next() % 3 + 1) {
+                let i = (next() as usize) % bytes.len();
+                bytes[i] = next() as u8;
+            }
+            let yrs_ok = std::panic::catch_unwind(|| yrs::Update::decode_v1(&bytes).is_ok())
+                .unwrap_or(false);
+            if yrs_ok {
+                decoded += 1;
+                if let Err(error) = scan_update_v1(&bytes, &ScanLimits::default()) {
+                    refused.push((bytes, error));
+                }
+            }
+        }
+        let _ = std::panic::take_hook();
+        assert!(
+            refused.is_empty(),
+            "yrs decodes what the scan refuses: {:02x?}",
+            &refused[..refused.len().min(3)]
+        );
+        assert!(decoded > 100, "too few mutations decoded: {decoded}");
+    }
+}
