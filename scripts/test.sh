@@ -24,6 +24,7 @@ echo "== ruff / mypy"
 ruff check python tests
 ruff format --check python tests
 mypy
+python -m mypy.stubtest wiredb._wiredb
 
 echo "== pytest"
 # Run from outside the source tree so that the installed wheel is what is tested.

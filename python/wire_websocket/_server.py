@@ -35,6 +35,12 @@ class AsyncWebSocketServer(AsyncServer):
         host: str,
         port: int,
         max_message_bytes: int = 64 << 20,
+        max_connections: int = 10_000,
+        ping_interval: float = 30.0,
+        idle_timeout: float = 90.0,
+        max_document_bytes: int = 256 << 20,
+        max_awareness_state_bytes: int = 64 << 10,
+        max_awareness_per_second: int = 60,
     ) -> None:
         """
         Args:
@@ -42,11 +48,26 @@ class AsyncWebSocketServer(AsyncServer):
             host: The interface to listen on (`localhost`, `0.0.0.0`, an address).
             port: The port to listen on; 0 for any free port.
             max_message_bytes: Larger messages close their connection with code 1009.
+            max_connections: Connections served at once; more wait to be accepted.
+            ping_interval: Seconds between keepalive pings.
+            idle_timeout: A connection silent (not even a pong) this long is closed.
+            max_document_bytes: A room's quota, counted as the bytes of the updates it
+                accepted; an update beyond it closes its sender with 1009.
+            max_awareness_state_bytes: Larger awareness states are not relayed.
+            max_awareness_per_second: Awareness updates relayed per connection and second.
         """
         super().__init__(room_factory)
         self._host = host
         self._requested_port = port
-        self._max_message_bytes = max_message_bytes
+        self._native_server: Callable[[], WebSocketServer] = lambda: WebSocketServer(
+            max_message_bytes=max_message_bytes,
+            max_connections=max_connections,
+            ping_interval=ping_interval,
+            idle_timeout=idle_timeout,
+            max_document_bytes=max_document_bytes,
+            max_awareness_state_bytes=max_awareness_state_bytes,
+            max_awareness_per_second=max_awareness_per_second,
+        )
         self._port: int | None = None
         self._native: WebSocketServer | None = None
         self._stopped = Event()
@@ -64,9 +85,9 @@ class AsyncWebSocketServer(AsyncServer):
         return self._port
 
     async def __aenter__(self) -> AsyncWebSocketServer:
-        native = WebSocketServer()
+        native = self._native_server()
         # Bound (or failed with a plain OSError) before anything else starts.
-        self._port = native.start(self._host, self._requested_port, self._max_message_bytes)
+        self._port = native.start(self._host, self._requested_port)
         async with AsyncExitStack() as stack:
             stack.callback(native.stop)
             await stack.enter_async_context(self.room_manager)

@@ -1,5 +1,20 @@
 """The native extension (Rust, PyO3). Internal: use the public classes of `wiredb` and the wires."""
 
+from typing import final
+
+__all__ = [
+    "Batch",
+    "Endpoint",
+    "RoomCore",
+    "WebSocketServer",
+    "absorb",
+    "frame_awareness",
+    "frame_step1",
+    "frame_step2",
+    "frame_update",
+]
+
+@final
 class Batch:
     """What one `Endpoint.receive()` took."""
 
@@ -26,6 +41,7 @@ class Batch:
         """The connection ended: close code and reason."""
     def __bool__(self) -> bool: ...
 
+@final
 class Endpoint:
     """A local document's link to the sync protocol: a WebSocket connection or a room member."""
 
@@ -48,13 +64,14 @@ class Endpoint:
         """Takes everything that arrived, pending updates merged into one."""
     def wait(self, timeout: float | None = None) -> bool:
         """Blocks without the GIL until `receive()` has something; False on timeout."""
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = 1000, reason: str = ...) -> None:
         """Sends what is queued, then closes; a room member leaves its room."""
 
+@final
 class RoomCore:
     """A native room: its yrs document, awareness and members."""
 
-    def __init__(self, id: str) -> None: ...
+    def __new__(cls, id: str) -> RoomCore: ...
     @property
     def id(self) -> str: ...
     @property
@@ -67,11 +84,21 @@ class RoomCore:
     def state(self) -> bytes:
         """The whole document as one v1 update."""
 
+@final
 class WebSocketServer:
     """The native WebSocket server; rooms are opened and closed by Python through `events()`."""
 
-    def __init__(self) -> None: ...
-    def start(self, host: str, port: int, max_message_bytes: int = ...) -> int:
+    def __new__(
+        cls,
+        max_message_bytes: int = ...,
+        max_connections: int = ...,
+        ping_interval: float = ...,
+        idle_timeout: float = ...,
+        max_document_bytes: int = ...,
+        max_awareness_state_bytes: int = ...,
+        max_awareness_per_second: int = ...,
+    ) -> WebSocketServer: ...
+    def start(self, host: str, port: int) -> int:
         """Binds and starts serving; returns the bound port. Raises OSError if it cannot bind."""
     @property
     def fd(self) -> int:

@@ -69,14 +69,19 @@ pub fn encode_update<'a>(entries: impl IntoIterator<Item = (u64, u64, &'a [u8])>
 
 impl AwarenessTable {
     /// Applies an update from `member`; returns the accepted entries re-encoded (to relay), or
-    /// None when nothing changed. An id already owned by another live member is not accepted.
+    /// None when nothing changed. An id already owned by another live member is not accepted,
+    /// nor is a state larger than `max_state_bytes`.
     pub fn apply(
         &mut self,
         member: MemberId,
         payload: &Bytes,
+        max_state_bytes: usize,
     ) -> Result<Option<Bytes>, DecodeError> {
         let mut accepted = Vec::new();
         for entry in decode_update(payload)? {
+            if entry.state.len() > max_state_bytes {
+                continue;
+            }
             let is_null = entry.state.as_ref() == NULL_STATE;
             let take = match self.entries.get(&entry.client) {
                 None => true,
@@ -166,14 +171,18 @@ mod tests {
     #[test]
     fn newer_clocks_win_and_are_relayed() {
         let mut table = AwarenessTable::default();
-        let relay = table.apply(1, &update(&[(10, 1, "{\"a\":1}")])).unwrap();
+        let relay = table
+            .apply(1, &update(&[(10, 1, "{\"a\":1}")]), 1 << 16)
+            .unwrap();
         assert_eq!(relay, Some(update(&[(10, 1, "{\"a\":1}")])));
         assert_eq!(
-            table.apply(1, &update(&[(10, 1, "{\"a\":2}")])).unwrap(),
+            table
+                .apply(1, &update(&[(10, 1, "{\"a\":2}")]), 1 << 16)
+                .unwrap(),
             None
         );
         assert!(table
-            .apply(1, &update(&[(10, 2, "{\"a\":2}")]))
+            .apply(1, &update(&[(10, 2, "{\"a\":2}")]), 1 << 16)
             .unwrap()
             .is_some());
     }
@@ -181,16 +190,21 @@ mod tests {
     #[test]
     fn another_member_cannot_overwrite_or_remove_a_state() {
         let mut table = AwarenessTable::default();
-        table.apply(1, &update(&[(10, 1, "{}")])).unwrap();
-        assert_eq!(table.apply(2, &update(&[(10, 5, "null")])).unwrap(), None);
+        table.apply(1, &update(&[(10, 1, "{}")]), 1 << 16).unwrap();
+        assert_eq!(
+            table
+                .apply(2, &update(&[(10, 5, "null")]), 1 << 16)
+                .unwrap(),
+            None
+        );
         assert!(table.snapshot().is_some());
     }
 
     #[test]
     fn a_leaver_s_states_are_removed_with_a_newer_clock() {
         let mut table = AwarenessTable::default();
-        table.apply(1, &update(&[(10, 3, "{}")])).unwrap();
-        table.apply(2, &update(&[(20, 1, "{}")])).unwrap();
+        table.apply(1, &update(&[(10, 3, "{}")]), 1 << 16).unwrap();
+        table.apply(2, &update(&[(20, 1, "{}")]), 1 << 16).unwrap();
         assert_eq!(table.remove_member(1), Some(update(&[(10, 4, "null")])));
         assert_eq!(table.snapshot(), Some(update(&[(20, 1, "{}")])));
         assert_eq!(table.remove_member(1), None);

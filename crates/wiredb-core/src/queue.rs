@@ -65,11 +65,13 @@ pub struct Drained {
     pub overflowed: bool,
     /// Set once the queue is closed and every frame before the close was handed out.
     pub closed: Option<CloseReason>,
+    /// A keepalive ping is due.
+    pub ping: bool,
 }
 
 impl Drained {
     pub fn is_empty(&self) -> bool {
-        self.frames.is_empty() && !self.overflowed && self.closed.is_none()
+        self.frames.is_empty() && !self.overflowed && self.closed.is_none() && !self.ping
     }
 }
 
@@ -79,6 +81,7 @@ struct State {
     bytes: usize,
     overflowed: bool,
     closed: Option<CloseReason>,
+    ping: bool,
 }
 
 #[derive(Debug)]
@@ -170,10 +173,17 @@ impl FrameQueue {
                 frames,
                 overflowed,
                 closed: state.closed.clone(),
+                ping: std::mem::take(&mut state.ping),
             }
         };
         self.space.notify_waiters();
         drained
+    }
+
+    /// Asks the consumer (a socket writer) to send a keepalive ping.
+    pub fn push_ping(&self) {
+        self.lock().ping = true;
+        self.waker.wake();
     }
 
     /// Closes the queue: frames already queued are still handed out, then `closed` is reported.

@@ -9,8 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
 
-use crate::guard::GuardLimits;
-use crate::room::RoomCore;
+use crate::room::{RoomCore, RoomLimits};
 
 /// Called by the registry, never under its lock. Both must not block: they hand the work to
 /// whoever runs rooms and return.
@@ -38,7 +37,7 @@ enum Slot {
 pub struct Registry {
     rooms: Mutex<HashMap<String, Slot>>,
     hooks: Option<Arc<dyn RoomHooks>>,
-    limits: GuardLimits,
+    limits: RoomLimits,
 }
 
 /// A peer's hold on an open room; dropping it lets the room close when it was the last one.
@@ -62,7 +61,7 @@ impl Drop for Lease {
 
 impl Registry {
     /// Without hooks, rooms are plain room cores created and dropped by the registry itself.
-    pub fn new(hooks: Option<Arc<dyn RoomHooks>>, limits: GuardLimits) -> Arc<Self> {
+    pub fn new(hooks: Option<Arc<dyn RoomHooks>>, limits: RoomLimits) -> Arc<Self> {
         Arc::new(Registry {
             rooms: Mutex::new(HashMap::new()),
             hooks,
@@ -129,6 +128,7 @@ impl Registry {
 
     /// The hooks opened the room `id`: every waiting joiner gets it.
     pub fn opened(self: &Arc<Self>, id: &str, core: Arc<RoomCore>) {
+        core.set_limits(self.limits);
         let mut unclaimed = Vec::new();
         {
             let mut rooms = self.lock();
@@ -247,7 +247,7 @@ mod tests {
 
     #[tokio::test]
     async fn plain_rooms_are_created_on_join_and_dropped_when_empty() {
-        let registry = Registry::new(None, GuardLimits::default());
+        let registry = Registry::new(None, RoomLimits::default());
         let a = registry.acquire("x").await.unwrap();
         let b = registry.acquire("x").await.unwrap();
         assert!(Arc::ptr_eq(a.core(), b.core()));
@@ -260,13 +260,13 @@ mod tests {
     #[tokio::test]
     async fn joins_wait_for_the_hooks_to_open_the_room() {
         let hooks = Arc::new(Recorder::default());
-        let registry = Registry::new(Some(hooks.clone()), GuardLimits::default());
+        let registry = Registry::new(Some(hooks.clone()), RoomLimits::default());
         let r2 = registry.clone();
         let join = tokio::spawn(async move { r2.acquire("x").await.map(|l| l.core().clone()) });
         tokio::task::yield_now().await;
         assert!(!join.is_finished());
         assert_eq!(*hooks.calls.lock().unwrap(), vec!["open x"]);
-        registry.opened("x", RoomCore::new("x", GuardLimits::default()));
+        registry.opened("x", RoomCore::new("x", RoomLimits::default()));
         assert_eq!(join.await.unwrap().unwrap().id(), "x");
         // The lease was dropped by the task: the room is closing.
         assert_eq!(*hooks.calls.lock().unwrap(), vec!["open x", "close x"]);
@@ -275,11 +275,11 @@ mod tests {
     #[tokio::test]
     async fn a_join_during_close_reopens_after_it() {
         let hooks = Arc::new(Recorder::default());
-        let registry = Registry::new(Some(hooks.clone()), GuardLimits::default());
+        let registry = Registry::new(Some(hooks.clone()), RoomLimits::default());
         let r2 = registry.clone();
         let first = tokio::spawn(async move { r2.acquire("x").await.map(drop) });
         tokio::task::yield_now().await;
-        registry.opened("x", RoomCore::new("x", GuardLimits::default()));
+        registry.opened("x", RoomCore::new("x", RoomLimits::default()));
         first.await.unwrap().unwrap();
         let r3 = registry.clone();
         let second = tokio::spawn(async move { r3.acquire("x").await.map(|l| l.core().clone()) });
@@ -289,14 +289,14 @@ mod tests {
             *hooks.calls.lock().unwrap(),
             vec!["open x", "close x", "open x"]
         );
-        let fresh = RoomCore::new("x", GuardLimits::default());
+        let fresh = RoomCore::new("x", RoomLimits::default());
         registry.opened("x", fresh.clone());
         assert!(Arc::ptr_eq(&second.await.unwrap().unwrap(), &fresh));
     }
 
     #[tokio::test]
     async fn open_failures_reach_the_joiners() {
-        let registry = Registry::new(Some(Arc::new(Recorder::default())), GuardLimits::default());
+        let registry = Registry::new(Some(Arc::new(Recorder::default())), RoomLimits::default());
         let r2 = registry.clone();
         let join = tokio::spawn(async move { r2.acquire("x").await.map(drop) });
         tokio::task::yield_now().await;

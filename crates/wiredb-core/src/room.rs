@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use yrs::updates::encoder::Encode;
@@ -25,6 +26,32 @@ pub enum RoomError {
     Guard(#[from] GuardError),
     #[error("not a member of the room")]
     NotAMember,
+    #[error("the room's document would exceed its quota of {limit} bytes")]
+    Quota { limit: usize },
+}
+
+/// A room's limits, with defaults suited to collaborative editing.
+#[derive(Debug, Clone, Copy)]
+pub struct RoomLimits {
+    pub guard: GuardLimits,
+    /// Quota of the document, counted as the bytes of the updates it accepted (an upper bound
+    /// of its encoded size). An update beyond it is refused.
+    pub max_document_bytes: usize,
+    /// Largest awareness state (one client's JSON) relayed.
+    pub max_awareness_state_bytes: usize,
+    /// Awareness updates accepted per member and second; the rest are dropped.
+    pub max_awareness_per_second: u32,
+}
+
+impl Default for RoomLimits {
+    fn default() -> Self {
+        RoomLimits {
+            guard: GuardLimits::default(),
+            max_document_bytes: 256 << 20,
+            max_awareness_state_bytes: 64 << 10,
+            max_awareness_per_second: 60,
+        }
+    }
 }
 
 /// How a member starts.
@@ -41,19 +68,22 @@ pub enum JoinKind {
 struct Member {
     queue: Arc<FrameQueue>,
     kind: JoinKind,
+    /// Awareness updates accepted in the current one-second window, and when it started.
+    awareness_window: (Instant, u32),
 }
 
 struct RoomState {
     doc: Doc,
     awareness: AwarenessTable,
     members: HashMap<MemberId, Member>,
+    limits: RoomLimits,
+    document_bytes: usize,
 }
 
 pub struct RoomCore {
     id: String,
     state: Mutex<RoomState>,
     next_member: AtomicU64,
-    limits: GuardLimits,
 }
 
 impl std::fmt::Debug for RoomCore {
@@ -63,17 +93,23 @@ impl std::fmt::Debug for RoomCore {
 }
 
 impl RoomCore {
-    pub fn new(id: impl Into<String>, limits: GuardLimits) -> Arc<Self> {
+    pub fn new(id: impl Into<String>, limits: RoomLimits) -> Arc<Self> {
         Arc::new(RoomCore {
             id: id.into(),
             state: Mutex::new(RoomState {
                 doc: Doc::new(),
                 awareness: AwarenessTable::default(),
                 members: HashMap::new(),
+                limits,
+                document_bytes: 0,
             }),
             next_member: AtomicU64::new(1),
-            limits,
         })
+    }
+
+    /// Applies a server's limits to a room created elsewhere (by a Python room factory).
+    pub fn set_limits(&self, limits: RoomLimits) {
+        self.lock().limits = limits;
     }
 
     pub fn id(&self) -> &str {
@@ -104,7 +140,14 @@ impl RoomCore {
                 queue.push(Message::SyncStep2(update.into()).encode());
             }
         }
-        state.members.insert(id, Member { queue, kind });
+        state.members.insert(
+            id,
+            Member {
+                queue,
+                kind,
+                awareness_window: (Instant::now(), 0),
+            },
+        );
         id
     }
 
@@ -158,7 +201,24 @@ impl RoomCore {
             }
             Message::Awareness(payload) => {
                 let mut state = self.lock();
-                if let Some(relay) = state.awareness.apply(member, &payload)? {
+                let limits = state.limits;
+                let Some(entry) = state.members.get_mut(&member) else {
+                    return Err(RoomError::NotAMember);
+                };
+                let (start, count) = &mut entry.awareness_window;
+                if start.elapsed() >= Duration::from_secs(1) {
+                    *start = Instant::now();
+                    *count = 0;
+                }
+                *count += 1;
+                if *count > limits.max_awareness_per_second {
+                    return Ok(()); // dropped: the next state within the rate carries the news
+                }
+                let relay =
+                    state
+                        .awareness
+                        .apply(member, &payload, limits.max_awareness_state_bytes)?;
+                if let Some(relay) = relay {
                     broadcast(&state, member, Message::Awareness(relay).encode());
                 }
             }
@@ -182,7 +242,13 @@ impl RoomCore {
     /// Applies a peer's update through the guard. yrs can be left unable to encode (a panic
     /// mid-apply, or pending content that panics every later encode): then the document is
     /// rebuilt from its sound content and the update is refused, so the room keeps serving.
-    fn apply(&self, state: &mut RoomState, update: &[u8]) -> Result<(), GuardError> {
+    fn apply(&self, state: &mut RoomState, update: &[u8]) -> Result<(), RoomError> {
+        let limits = state.limits;
+        if state.document_bytes + update.len() > limits.max_document_bytes {
+            return Err(RoomError::Quota {
+                limit: limits.max_document_bytes,
+            });
+        }
         // Saved only when something is pending already (rare): it survives a rebuild.
         let pending_before = if guard::has_pending(&state.doc) {
             guard::encode_pending(&state.doc)
@@ -191,18 +257,19 @@ impl RoomCore {
         };
         let result = {
             let mut txn = state.doc.transact_mut();
-            guard::apply_update(&mut txn, update, &self.limits)
+            guard::apply_update(&mut txn, update, &limits.guard)
         };
         let poisoned = match &result {
             Err(GuardError::Panicked(_)) => true,
-            Err(_) => return result,
+            Err(_) => return result.map_err(RoomError::from),
             Ok(()) => guard::has_pending(&state.doc) && guard::encode_pending(&state.doc).is_none(),
         };
         if poisoned {
             tracing::warn!(room = %self.id, "an update broke the document; rebuilding it");
-            state.doc = guard::rebuild(&state.doc, pending_before.as_deref(), &self.limits);
-            return Err(result.err().unwrap_or(GuardError::Poisoned));
+            state.doc = guard::rebuild(&state.doc, pending_before.as_deref(), &limits.guard);
+            return Err(result.err().unwrap_or(GuardError::Poisoned).into());
         }
+        state.document_bytes += update.len();
         Ok(())
     }
 
@@ -287,7 +354,7 @@ mod tests {
 
     #[test]
     fn a_joiner_gets_step1_and_answers_are_step2() {
-        let room = RoomCore::new("r", GuardLimits::default());
+        let room = RoomCore::new("r", RoomLimits::default());
         let q = queue();
         let m = room.join(q.clone(), JoinKind::Peer);
         assert!(matches!(messages(&q)[..], [Message::SyncStep1(_)]));
@@ -298,7 +365,7 @@ mod tests {
 
     #[test]
     fn updates_reach_every_other_member_once_and_never_the_sender() {
-        let room = RoomCore::new("r", GuardLimits::default());
+        let room = RoomCore::new("r", RoomLimits::default());
         let queues: Vec<_> = (0..3).map(|_| queue()).collect();
         let ids: Vec<_> = queues
             .iter()
@@ -327,7 +394,7 @@ mod tests {
 
     #[test]
     fn a_bad_update_is_an_error_and_nothing_is_broadcast() {
-        let room = RoomCore::new("r", GuardLimits::default());
+        let room = RoomCore::new("r", RoomLimits::default());
         let (qa, qb) = (queue(), queue());
         let a = room.join(qa, JoinKind::Peer);
         room.join(qb.clone(), JoinKind::Peer);
@@ -340,7 +407,7 @@ mod tests {
 
     #[test]
     fn awareness_is_relayed_sent_to_joiners_and_removed_on_leave() {
-        let room = RoomCore::new("r", GuardLimits::default());
+        let room = RoomCore::new("r", RoomLimits::default());
         let (qa, qb) = (queue(), queue());
         let a = room.join(qa, JoinKind::Peer);
         let b = room.join(qb.clone(), JoinKind::Peer);
@@ -361,7 +428,7 @@ mod tests {
 
     #[test]
     fn mirrors_get_the_whole_document_and_do_not_count_as_peers() {
-        let room = RoomCore::new("r", GuardLimits::default());
+        let room = RoomCore::new("r", RoomLimits::default());
         let qa = queue();
         let a = room.join(qa, JoinKind::Peer);
         room.handle(a, Message::Update(edit("x"))).unwrap();
@@ -373,7 +440,7 @@ mod tests {
 
     #[test]
     fn an_overflowed_member_is_resynchronised_with_everything() {
-        let room = RoomCore::new("r", GuardLimits::default());
+        let room = RoomCore::new("r", RoomLimits::default());
         let qa = queue();
         let a = room.join(qa, JoinKind::Peer);
         let small = Arc::new(FrameQueue::new(
@@ -435,7 +502,7 @@ mod tests {
             // 10,000 nested arrays: overflows a thread's stack in yrs' decoder.
             nested,
         ];
-        let room = RoomCore::new("r", GuardLimits::default());
+        let room = RoomCore::new("r", RoomLimits::default());
         let (qa, qb) = (queue(), queue());
         let a = room.join(qa, JoinKind::Peer);
         let b = room.join(qb.clone(), JoinKind::Peer);

@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use percent_encoding::percent_decode_str;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
@@ -24,7 +24,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::queue::{CloseReason, FrameQueue, QueueLimits};
 use crate::registry::Registry;
-use crate::room::{JoinKind, RoomCore, RoomError};
+use crate::room::{JoinKind, RoomCore, RoomError, RoomLimits};
 use crate::wake::Waker;
 
 /// Limits of a server, with defaults suited to collaborative editing.
@@ -38,6 +38,14 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// Time a join may wait for its room to open.
     pub open_timeout: Duration,
+    /// Connections served at once; beyond it, new ones wait to be accepted.
+    pub max_connections: usize,
+    /// How often an idle connection is pinged.
+    pub ping_interval: Duration,
+    /// A connection that sends nothing (not even a pong) for this long is closed.
+    pub idle_timeout: Duration,
+    /// Limits of each room of the server.
+    pub room: RoomLimits,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +55,10 @@ impl Default for ServerConfig {
             queue: QueueLimits::default(),
             handshake_timeout: Duration::from_secs(10),
             open_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            ping_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(90),
+            room: RoomLimits::default(),
         }
     }
 }
@@ -118,7 +130,16 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
     connections: TaskTracker,
 ) {
+    let permits = Arc::new(Semaphore::new(config.max_connections));
     loop {
+        // Taken before accepting: at the cap, new connections wait in the listen backlog.
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            _ = shutdown.changed() => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -131,13 +152,17 @@ async fn accept_loop(
             },
             _ = shutdown.changed() => break,
         };
-        connections.spawn(handle_connection(
+        let connection = handle_connection(
             stream,
             peer,
             registry.clone(),
             config.clone(),
             shutdown.clone(),
-        ));
+        );
+        connections.spawn(async move {
+            connection.await;
+            drop(permit);
+        });
     }
     registry.fail_waiters();
 }
@@ -232,11 +257,23 @@ async fn serve_member(
     let (sink, mut stream) = ws.split();
     let writer = tokio::spawn(write_loop(sink, queue.clone(), core.clone(), notify));
 
+    let mut ping = tokio::time::interval(config.ping_interval);
+    ping.reset();
+    let mut last_seen = tokio::time::Instant::now();
     let reason = loop {
         let next = tokio::select! {
             next = stream.next() => next,
             _ = shutdown.changed() => break CloseReason::new(1001, "server shutting down"),
+            _ = ping.tick() => {
+                if last_seen.elapsed() >= config.idle_timeout {
+                    tracing::debug!(room = %core.id(), %peer, "idle: closing");
+                    break CloseReason::new(1001, "idle timeout");
+                }
+                queue.push_ping();
+                continue;
+            }
         };
+        last_seen = tokio::time::Instant::now();
         match next {
             Some(Ok(WsMessage::Binary(frame))) => {
                 if let Err(error) = core.handle_frame(member, &frame) {
@@ -265,6 +302,7 @@ async fn serve_member(
 fn close_reason_for(error: &RoomError) -> CloseReason {
     match error {
         RoomError::Decode(_) => CloseReason::new(1002, "malformed message"),
+        RoomError::Quota { .. } => CloseReason::new(1009, "document quota exceeded"),
         _ => CloseReason::new(1007, "invalid update"),
     }
 }
@@ -291,7 +329,16 @@ async fn write_loop<S>(
         } else {
             drained.frames
         };
-        let sent_any = !frames.is_empty();
+        if drained.ping
+            && sink
+                .feed(WsMessage::Ping(Default::default()))
+                .await
+                .is_err()
+        {
+            queue.close(CloseReason::new(1006, ""));
+            return;
+        }
+        let sent_any = !frames.is_empty() || drained.ping;
         for frame in frames {
             if sink.feed(WsMessage::Binary(frame)).await.is_err() {
                 queue.close(CloseReason::new(1006, ""));

@@ -4,8 +4,7 @@ use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use wiredb_core::guard::GuardLimits;
-use wiredb_core::room::{JoinKind, RoomCore as CoreRoom};
+use wiredb_core::room::{JoinKind, RoomCore as CoreRoom, RoomLimits};
 
 use crate::endpoint::Endpoint;
 
@@ -19,7 +18,7 @@ impl RoomCore {
     #[new]
     fn new(id: String) -> Self {
         RoomCore {
-            core: CoreRoom::new(id, GuardLimits::default()),
+            core: CoreRoom::new(id, RoomLimits::default()),
         }
     }
 

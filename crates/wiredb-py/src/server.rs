@@ -5,9 +5,10 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use wiredb_core::guard::GuardLimits;
 use wiredb_core::registry::{Registry, RoomHooks};
+use wiredb_core::room::RoomLimits;
 use wiredb_core::runtime::runtime;
 use wiredb_core::server::{Server, ServerConfig};
 use wiredb_core::wake::EventFd;
@@ -48,42 +49,74 @@ impl RoomHooks for Events {
 pub struct WebSocketServer {
     registry: Arc<Registry>,
     events: Arc<Events>,
+    config: ServerConfig,
     server: Mutex<Option<Server>>,
+}
+
+fn seconds(name: &str, value: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            PyValueError::new_err(format!("{name} must be a positive number of seconds"))
+        })
 }
 
 #[pymethods]
 impl WebSocketServer {
     #[new]
-    fn new() -> PyResult<Self> {
+    #[pyo3(signature = (
+        max_message_bytes = 64 << 20,
+        max_connections = 10_000,
+        ping_interval = 30.0,
+        idle_timeout = 90.0,
+        max_document_bytes = 256 << 20,
+        max_awareness_state_bytes = 64 << 10,
+        max_awareness_per_second = 60,
+    ))]
+    fn new(
+        max_message_bytes: usize,
+        max_connections: usize,
+        ping_interval: f64,
+        idle_timeout: f64,
+        max_document_bytes: usize,
+        max_awareness_state_bytes: usize,
+        max_awareness_per_second: u32,
+    ) -> PyResult<Self> {
+        let room = RoomLimits {
+            max_document_bytes,
+            max_awareness_state_bytes,
+            max_awareness_per_second,
+            ..RoomLimits::default()
+        };
+        let config = ServerConfig {
+            max_message_bytes,
+            max_connections: max_connections.max(1),
+            ping_interval: seconds("ping_interval", ping_interval)?,
+            idle_timeout: seconds("idle_timeout", idle_timeout)?,
+            room,
+            ..ServerConfig::default()
+        };
         let events = Arc::new(Events {
             queue: Mutex::new(VecDeque::new()),
             fd: EventFd::new().map_err(errors::io_error)?,
         });
         Ok(WebSocketServer {
-            registry: Registry::new(Some(events.clone()), GuardLimits::default()),
+            registry: Registry::new(Some(events.clone()), room),
             events,
+            config,
             server: Mutex::new(None),
         })
     }
 
     /// Binds and starts serving; returns the bound port. Listening when this returns.
-    #[pyo3(signature = (host, port, max_message_bytes = 64 << 20))]
-    fn start(
-        &self,
-        py: Python<'_>,
-        host: &str,
-        port: u16,
-        max_message_bytes: usize,
-    ) -> PyResult<u16> {
+    fn start(&self, py: Python<'_>, host: &str, port: u16) -> PyResult<u16> {
         let addr = if host.contains(':') && !host.starts_with('[') {
             format!("[{host}]:{port}")
         } else {
             format!("{host}:{port}")
         };
-        let config = ServerConfig {
-            max_message_bytes,
-            ..ServerConfig::default()
-        };
+        let config = self.config.clone();
         let registry = self.registry.clone();
         let server = py
             .detach(|| runtime().block_on(Server::bind(&addr, registry, config)))
