@@ -9,6 +9,7 @@
 
 pub mod awareness;
 pub mod client;
+pub mod fuzz;
 pub mod guard;
 pub mod protocol;
 pub mod queue;
