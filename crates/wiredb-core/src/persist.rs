@@ -291,7 +291,8 @@ async fn run(shared: Arc<Shared>, core: Arc<RoomCore>, config: StoreConfig) {
 }
 
 fn fail(shared: &Shared, error: PersistError) {
-    tracing::warn!(path = %shared.path.display(), %error, "cannot open the room's store");
+    // The owner is told through the status (Python raises it): a debug line is enough here.
+    tracing::debug!(path = %shared.path.display(), %error, "cannot open the room's store");
     shared.queue.close(CloseReason::normal());
     shared.update(|s| {
         s.phase = Phase::Failed;
