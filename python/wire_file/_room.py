@@ -111,6 +111,4 @@ def file_room_factory(
         ...
     ```
     """
-    return functools.partial(
-        FileRoom, directory=directory, write_delay=write_delay, squash=squash
-    )
+    return functools.partial(FileRoom, directory=directory, write_delay=write_delay, squash=squash)

@@ -102,7 +102,8 @@ async def close_store(store: FileStore) -> StoreState:
     """Closes the store and waits, even if cancelled, until what was pending is on disk."""
     store.close()
     with CancelScope(shield=True):
-        return await wait_store(store, _finished)
+        state = await wait_store(store, _finished)
+    return state
 
 
 def close_store_blocking(store: FileStore) -> StoreState:

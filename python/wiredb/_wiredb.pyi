@@ -130,7 +130,7 @@ class StoreState:
 
     @property
     def phase(self) -> str:
-        """"loading", "open", "failed" or "closed"."""
+        """One of "loading", "open", "failed" or "closed"."""
     @property
     def records(self) -> int:
         """Complete records found in the file when it was opened."""
