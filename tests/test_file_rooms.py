@@ -16,7 +16,7 @@ from anyio import TASK_STATUS_IGNORED, fail_after, sleep, sleep_forever
 from anyio.abc import TaskStatus
 from pycrdt import Doc, Map, Text
 
-from update_files import encode_file, load_doc, text_in, text_updates
+from update_files import encode_file, load_doc, read_records, text_in, text_updates
 from wire_file import (
     AsyncFileClient,
     FileRoom,
@@ -96,6 +96,23 @@ async def test_a_room_flushes_when_its_last_client_leaves(tmp_path: Path) -> Non
         assert text_in(tmp_path / "r_updates.y") == "flushed on close"
         async with AsyncWebSocketClient("r", host="127.0.0.1", port=server.port) as client:
             assert str(client.doc.get("text", type=Text)) == "flushed on close"
+
+
+async def test_a_squashing_file_room_keeps_one_record(tmp_path: Path) -> None:
+    path = tmp_path / "sq_updates.y"
+    path.write_bytes(encode_file(text_updates(["a", "b", "c"])))
+    async with AsyncWebSocketServer(
+        file_room_factory(tmp_path, squash=True), host="127.0.0.1", port=0
+    ) as server:
+        async with AsyncWebSocketClient("sq", host="127.0.0.1", port=server.port) as client:
+            assert len(read_records(path)) == 1, "compacted on open"
+            text = client.doc.get("text", type=Text)
+            for part in "def":
+                text += part
+            await wait_for_file(path, lambda p: text_in(p) == "abcdef")
+            assert len(read_records(path)) == 1
+    assert len(read_records(path)) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["sq_updates.y"]
 
 
 async def test_the_seed_pattern_and_the_native_path_store_the_same_document(

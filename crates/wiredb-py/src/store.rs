@@ -44,12 +44,7 @@ impl FileStore {
             create_dirs,
             ..StoreConfig::default()
         };
-        let store = RoomStore::attach(
-            room.core.clone(),
-            path,
-            config,
-            Some(Waker::Fd(fd.clone())),
-        );
+        let store = RoomStore::attach(room.core.clone(), path, config, Some(Waker::Fd(fd.clone())));
         Ok(FileStore { store, fd })
     }
 
