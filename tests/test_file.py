@@ -86,6 +86,14 @@ async def test_write_delay_coalesces_the_window_into_one_write_flushed_on_close(
     assert text_in(path) == "abcde"
 
 
+async def test_what_the_document_brings_to_the_sync_is_written_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "doc.y"
+    doc: Doc[Any] = Doc()
+    doc.get("text", type=Text).insert(0, "brought")
+    async with AsyncFileClient(doc=doc, path=path, write_delay=3600):
+        await wait_for_file(path, lambda p: text_in(p) == "brought")
+
+
 async def test_write_delay_writes_without_closing(tmp_path: Path) -> None:
     path = tmp_path / "doc.y"
     async with AsyncFileClient(path=path, write_delay=0.05) as client:

@@ -109,6 +109,8 @@ class AsyncFileClient(AsyncClientMixin):
         except BaseException:
             await self._close()
             raise
+        # What the document brought to the sync is written now, not after `write_delay`.
+        store.flush()
         return self
 
     async def _close(self) -> None:
