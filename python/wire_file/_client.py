@@ -26,6 +26,9 @@ from ._store import (
     open_store_blocking,
 )
 
+#: An empty document's state vector.
+EMPTY_STATE_VECTOR = b"\x00"
+
 
 class _FileLink:
     """The private room and store of one file client."""
@@ -104,13 +107,15 @@ class AsyncFileClient(AsyncClientMixin):
         room = RoomCore(link.id)
         store = await open_store(room, link.path, link.write_delay, link.squash)
         link.room, link.store = room, store
+        brings = self._client.doc.get_state() != EMPTY_STATE_VECTOR
         try:
             await self._client.__aenter__()
         except BaseException:
             await self._close()
             raise
-        # What the document brought to the sync is written now, not after `write_delay`.
-        store.flush()
+        if brings:
+            # What the document brought to the sync is written now, not after `write_delay`.
+            store.flush()
         return self
 
     async def _close(self) -> None:

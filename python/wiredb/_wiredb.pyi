@@ -1,5 +1,6 @@
 """The native extension (Rust, PyO3). Internal: use the public classes of `wiredb` and the wires."""
 
+from os import PathLike
 from pathlib import Path
 from typing import final
 
@@ -154,14 +155,14 @@ class FileStore:
     """A room core persisted to an update file natively; I/O on tokio's blocking pool."""
 
     version: str
-    def __init__(
-        self,
+    def __new__(
+        cls,
         room: RoomCore,
-        path: str,
+        path: str | PathLike[str],
         write_delay: float = 0.0,
         squash: bool = False,
         create_dirs: bool = False,
-    ) -> None:
+    ) -> FileStore:
         """Starts loading `path` into `room`, then appends every update the room applies."""
     @property
     def fd(self) -> int:

@@ -574,7 +574,7 @@ pub fn room_id_from_file_name(name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::guard::GuardLimits;
+    use crate::room::RoomLimits;
     use crate::store::encode_records;
     use crate::wake::Waker;
     use yrs::{Doc, GetString, Text, Transact};
@@ -648,7 +648,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r_updates.y");
         write_file(&path, &edits(1, &["hello", " world"]));
-        let core = RoomCore::new("r", GuardLimits::default());
+        let core = RoomCore::new("r", RoomLimits::default());
         let store = RoomStore::attach(core.clone(), &path, StoreConfig::default(), None);
         let status = opened(&store);
         assert_eq!(status.phase, Phase::Open);
@@ -678,7 +678,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r_updates.y");
         write_file(&path, &edits(1, &["file"]));
-        let core = RoomCore::new("r", GuardLimits::default());
+        let core = RoomCore::new("r", RoomLimits::default());
         let member = peer(&core);
         core.handle(member, Message::Update(edits(2, &["room"])[0].clone()))
             .unwrap();
@@ -701,7 +701,7 @@ mod tests {
     fn write_delay_coalesces_and_close_writes_what_is_pending() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r_updates.y");
-        let core = RoomCore::new("r", GuardLimits::default());
+        let core = RoomCore::new("r", RoomLimits::default());
         let config = StoreConfig {
             write_delay: Duration::from_secs(3600),
             ..StoreConfig::default()
@@ -728,7 +728,7 @@ mod tests {
     fn a_flush_does_not_wait_for_the_delay() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r_updates.y");
-        let core = RoomCore::new("r", GuardLimits::default());
+        let core = RoomCore::new("r", RoomLimits::default());
         let config = StoreConfig {
             write_delay: Duration::from_secs(3600),
             ..StoreConfig::default()
@@ -753,7 +753,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r_updates.y");
         write_file(&path, &edits(5, &["a", "b", "c"]));
-        let core = RoomCore::new("r", GuardLimits::default());
+        let core = RoomCore::new("r", RoomLimits::default());
         let config = StoreConfig {
             squash: true,
             ..StoreConfig::default()
@@ -778,7 +778,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r_updates.y");
         std::fs::write(&path, b"0.0.2\x00\x02\x00\x00").unwrap();
-        let core = RoomCore::new("r", GuardLimits::default());
+        let core = RoomCore::new("r", RoomLimits::default());
         let store = RoomStore::attach(core.clone(), &path, StoreConfig::default(), None);
         let status = opened(&store);
         assert_eq!(status.phase, Phase::Failed);
@@ -803,7 +803,7 @@ mod tests {
         let len = std::fs::metadata(&path).unwrap().len();
         let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         file.set_len(len - 2).unwrap();
-        let core = RoomCore::new("r", GuardLimits::default());
+        let core = RoomCore::new("r", RoomLimits::default());
         let store = RoomStore::attach(core.clone(), &path, StoreConfig::default(), None);
         let status = opened(&store);
         assert_eq!(status.report.records, 1);
@@ -815,7 +815,7 @@ mod tests {
     fn a_writer_that_falls_behind_writes_the_whole_document() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r_updates.y");
-        let core = RoomCore::new("r", GuardLimits::default());
+        let core = RoomCore::new("r", RoomLimits::default());
         let config = StoreConfig {
             write_delay: Duration::from_secs(3600),
             queue: QueueLimits {
@@ -837,7 +837,7 @@ mod tests {
     #[test]
     fn dropping_the_handle_closes_and_writes() {
         let dir = tempfile::tempdir().unwrap();
-        let core = RoomCore::new("r", GuardLimits::default());
+        let core = RoomCore::new("r", RoomLimits::default());
         let config = StoreConfig {
             write_delay: Duration::from_secs(3600),
             create_dirs: true,
