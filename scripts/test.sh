@@ -26,6 +26,19 @@ ruff format --check python tests
 mypy
 python -m mypy.stubtest wiredb._wiredb
 
+echo "== the original wiredb/wire-file 0.7.1 (for the cross-implementation file tests)"
+# They need pycrdt<0.13, so they live in a virtualenv of their own. A failure here is not fatal
+# yet: the tests retry the install and, with CI=true, fail if it still does not work.
+original=(wiredb==0.7.1 wire-file==0.7.1)
+if [ "$(cat .venv-original/installed.txt 2>/dev/null)" != "${original[*]}" ]; then
+    if python3 -m venv --clear .venv-original \
+        && .venv-original/bin/python -m pip install -q "${original[@]}"; then
+        echo "${original[*]}" > .venv-original/installed.txt
+    else
+        echo "warning: could not install ${original[*]}" >&2
+    fi
+fi
+
 echo "== pytest"
 # Run from outside the source tree so that the installed wheel is what is tested.
 set +e

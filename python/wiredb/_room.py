@@ -35,19 +35,21 @@ class Room(AsyncContextManagerMixin):
     The document lives in Rust and clients are synced there without running Python. Subclass
     `Room` to run tasks for as long as the room is open, for instance to persist it:
     ```py
-    class FileRoom(Room):
+    class PersistedRoom(Room):
         async def run(self, *, task_status=TASK_STATUS_IGNORED):
             await self.task_group.start(self.persist)
             await super().run(task_status=task_status)
 
         async def persist(self, *, task_status):
-            async with AsyncFileClient(doc=self.doc, path=f"{self.id}.y"):
+            path = f"data/{room_file_name(self.id)}"  # wire_file's: no ID escapes "data"
+            async with AsyncFileClient(doc=self.doc, path=path):
                 task_status.started()
                 await sleep_forever()
 
-    async with AsyncWebSocketServer(FileRoom, host="localhost", port=8000):
+    async with AsyncWebSocketServer(PersistedRoom, host="localhost", port=8000):
         ...
     ```
+    (`wire_file.FileRoom` does the same natively, with no Python per update.)
     A server enters the room and waits for `run()` to report started before it syncs the room's
     first client, and closes it (cancelling `run()` and the task group) when its last client
     leaves.

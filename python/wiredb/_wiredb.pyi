@@ -1,17 +1,23 @@
 """The native extension (Rust, PyO3). Internal: use the public classes of `wiredb` and the wires."""
 
+from os import PathLike
+from pathlib import Path
 from typing import final
 
 __all__ = [
     "Batch",
     "Endpoint",
+    "FileStore",
     "RoomCore",
+    "StoreState",
     "WebSocketServer",
     "absorb",
     "frame_awareness",
     "frame_step1",
     "frame_step2",
     "frame_update",
+    "room_file_name",
+    "room_id_from_file_name",
 ]
 
 @final
@@ -118,3 +124,61 @@ def frame_update(update: bytes) -> bytes: ...
 def frame_awareness(payload: bytes) -> bytes: ...
 def absorb(frames: list[bytes], closed: tuple[int, str] | None = None) -> Batch:
     """Decodes received frames into one batch, pending updates merged into one."""
+
+@final
+class StoreState:
+    """A snapshot of a `FileStore`'s progress."""
+
+    @property
+    def phase(self) -> str:
+        """One of "loading", "open", "failed" or "closed"."""
+    @property
+    def records(self) -> int:
+        """Complete records found in the file when it was opened."""
+    @property
+    def torn_bytes(self) -> int:
+        """Bytes of a torn or undecodable tail cut off the file when it was opened."""
+    @property
+    def flushed(self) -> int:
+        """Every flush ticket up to this one is written."""
+    @property
+    def writes(self) -> int:
+        """Writes done so far."""
+    @property
+    def error(self) -> str | None:
+        """Why opening failed or the last write failed, if it did."""
+    def check(self) -> None:
+        """Raises that error: RuntimeError for a file of another version, OSError for I/O."""
+
+@final
+class FileStore:
+    """A room core persisted to an update file natively; I/O on tokio's blocking pool."""
+
+    version: str
+    def __new__(
+        cls,
+        room: RoomCore,
+        path: str | PathLike[str],
+        write_delay: float = 0.0,
+        squash: bool = False,
+        create_dirs: bool = False,
+    ) -> FileStore:
+        """Starts loading `path` into `room`, then appends every update the room applies."""
+    @property
+    def fd(self) -> int:
+        """Readable when the state changed since the last `poll()`."""
+    @property
+    def path(self) -> Path: ...
+    def poll(self) -> StoreState:
+        """The current state; makes `fd` unreadable until the next change."""
+    def flush(self) -> int:
+        """Asks for everything applied so far to be written now; returns a ticket."""
+    def close(self) -> None:
+        """Stops taking updates; what is pending is written and fsynced, then "closed"."""
+    def wait(self, timeout: float | None = None) -> bool:
+        """Blocks without the GIL until the state changes; False on timeout."""
+
+def room_file_name(id: str) -> str:
+    """The escaped file name of a room's store; ValueError if too long."""
+
+def room_id_from_file_name(name: str) -> str | None: ...

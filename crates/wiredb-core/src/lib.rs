@@ -5,12 +5,14 @@
 //! - [`guard`]: the only path from untrusted bytes to a yrs document;
 //! - [`room`], [`awareness`], [`registry`]: rooms and their members;
 //! - [`server`], [`client`]: the WebSocket wire;
+//! - [`store`], [`persist`]: the file wire's log, and a room's native store on it;
 //! - [`queue`], [`wake`], [`sync`], [`runtime`]: the plumbing between tokio and a local document.
 
 pub mod awareness;
 pub mod client;
 pub mod fuzz;
 pub mod guard;
+pub mod persist;
 pub mod protocol;
 pub mod queue;
 pub mod registry;

@@ -296,6 +296,14 @@ impl RoomCore {
             .encode_state_as_update_v1(&StateVector::default())
     }
 
+    /// What the room has that a peer with `state_vector` lacks, as one v1 update.
+    pub fn encode_diff(&self, state_vector: &StateVector) -> Vec<u8> {
+        self.lock()
+            .doc
+            .transact()
+            .encode_state_as_update_v1(state_vector)
+    }
+
     pub fn state_vector(&self) -> Vec<u8> {
         self.lock().doc.transact().state_vector().encode_v1()
     }

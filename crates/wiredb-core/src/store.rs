@@ -10,7 +10,7 @@
 //! Everything here is blocking `std::fs` code: run it on a blocking thread.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::panic::catch_unwind;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -154,10 +154,8 @@ impl FileLog {
         if updates.is_empty() {
             return Ok(());
         }
-        if let Some(merged) = &self.squashed {
-            let all = std::iter::once(merged.as_slice()).chain(updates.iter().copied());
-            let merged = merge(&self.path, all)?;
-            return self.replace_with(&merged);
+        if self.squashed.is_some() {
+            return self.append_squashed(updates);
         }
         let buf = encode_records(updates);
         loop {
@@ -208,6 +206,68 @@ impl FileLog {
     /// `<name>.tmp-<pid>-<n>`, fsyncs it, renames it over the path, fsyncs the directory,
     /// then reopens the append handle on the new file.
     pub fn replace_with(&mut self, update: &[u8]) -> Result<(), StoreError> {
+        let new_file = {
+            // Keeps other logs' appends from landing in the old inode during the swap.
+            let _lock = Flock::exclusive(&self.file);
+            self.write_replacement(update)?
+        };
+        self.install(new_file, update);
+        Ok(())
+    }
+
+    /// Squashing append: the file's content merged with `updates` replaces the file. The
+    /// content is re-read when another log changed the file since our last look, so that its
+    /// records are merged in rather than dropped.
+    fn append_squashed(&mut self, updates: &[&[u8]]) -> Result<(), StoreError> {
+        loop {
+            let new = {
+                let _lock = Flock::exclusive(&self.file);
+                if self.replaced_on_disk() {
+                    None
+                } else {
+                    let disk_len = self.file.metadata().map_err(|e| self.io(e))?.len();
+                    let reread;
+                    let base: Vec<&[u8]> = match &self.squashed {
+                        Some(merged) if disk_len == self.len => vec![merged.as_slice()],
+                        _ => {
+                            reread = self.read_records()?;
+                            reread.iter().map(Vec::as_slice).collect()
+                        }
+                    };
+                    let all = base.into_iter().chain(updates.iter().copied());
+                    let merged = merge(&self.path, all)?;
+                    let file = self.write_replacement(&merged)?;
+                    Some((file, merged))
+                }
+            };
+            match new {
+                Some((file, merged)) => {
+                    self.install(file, &merged);
+                    return Ok(());
+                }
+                // Another log renamed a new file over the path: merge with that one.
+                None => {
+                    self.file = open_append(&self.path, false).map_err(|e| self.io(e))?;
+                    // An unknown length forces a re-read under the new file's lock.
+                    self.len = u64::MAX;
+                }
+            }
+        }
+    }
+
+    /// Every complete record of the file our handle is open on (the caller holds the lock).
+    fn read_records(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut data = Vec::new();
+        let mut file = &self.file;
+        file.seek(SeekFrom::Start(0)).map_err(|e| self.io(e))?;
+        file.read_to_end(&mut data).map_err(|e| self.io(e))?;
+        let body = data.get(HEADER.len()..).unwrap_or_default();
+        Ok(parse_records(body).0)
+    }
+
+    /// Writes header + `update` to a temporary file and renames it over the path (the caller
+    /// holds the lock); returns an append handle on the new file.
+    fn write_replacement(&self, update: &[u8]) -> Result<File, StoreError> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let mut buf = HEADER.to_vec();
         buf.extend_from_slice(&encode_records(&[update]));
@@ -215,28 +275,26 @@ impl FileLog {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         name.push(format!(".tmp-{}-{n}", std::process::id()));
         let tmp = self.path.with_file_name(name);
-        let new_file = {
-            // Keeps other logs' appends from landing in the old inode during the swap.
-            let _lock = Flock::exclusive(&self.file);
-            let written = (|| {
-                let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-                f.write_all(&buf)?;
-                f.sync_all()?;
-                fs::rename(&tmp, &self.path)
-            })();
-            if let Err(e) = written {
-                let _ = fs::remove_file(&tmp);
-                return Err(self.io(e));
-            }
-            sync_dir(&self.path).map_err(|e| self.io(e))?;
-            open_append(&self.path, false).map_err(|e| self.io(e))?
-        };
-        self.file = new_file;
-        self.len = buf.len() as u64;
+        let written = (|| {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(&buf)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &self.path)
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(self.io(e));
+        }
+        sync_dir(&self.path).map_err(|e| self.io(e))?;
+        open_append(&self.path, false).map_err(|e| self.io(e))
+    }
+
+    fn install(&mut self, file: File, update: &[u8]) {
+        self.file = file;
+        self.len = (HEADER.len() + varuint_len(update.len() as u64) + update.len()) as u64;
         if self.squashed.is_some() {
             self.squashed = Some(update.to_vec());
         }
-        Ok(())
     }
 
     /// True if the path now names another file than our handle (renamed over by a replace).
@@ -265,6 +323,15 @@ pub fn encode_records(updates: &[&[u8]]) -> Vec<u8> {
         buf.extend_from_slice(u);
     }
     buf
+}
+
+fn varuint_len(mut n: u64) -> usize {
+    let mut len = 1;
+    while n >= 0x80 {
+        n >>= 7;
+        len += 1;
+    }
+    len
 }
 
 /// Reads a lib0 varuint; `None` if torn or longer than 8 bytes (no real record is 2^56 long,
@@ -595,5 +662,30 @@ mod tests {
         let (_, records, report) = FileLog::open(&path, false).unwrap();
         assert_eq!(report, rep(400, 0));
         assert_eq!(apply(&records).len(), total);
+    }
+
+    #[test]
+    fn squashing_keeps_what_another_log_appended() {
+        let (_dir, path) = tmp();
+        let (a, _) = text_updates(20, 3, "a");
+        let (b, _) = text_updates(21, 3, "b");
+        let (mut squashing, _, _) = FileLog::open(&path, true).unwrap();
+        let (mut plain, _, _) = FileLog::open(&path, false).unwrap();
+        squashing.append(&[&a[0]]).unwrap();
+        plain.append(&[&b[0]]).unwrap();
+        squashing.append(&[&a[1]]).unwrap();
+        plain.append(&[&b[1]]).unwrap();
+        let (mut other, _, _) = FileLog::open(&path, true).unwrap();
+        other.append(&[&b[2]]).unwrap();
+        squashing.append(&[&a[2]]).unwrap();
+        assert_one_record(&path);
+        let (_, records, _) = FileLog::open(&path, false).unwrap();
+        let text = apply(&records);
+        for i in 0..3 {
+            assert!(text.contains(&format!("a{i},")), "{text}");
+            assert!(text.contains(&format!("b{i},")), "{text}");
+        }
+        assert_eq!(varuint_len(300), 2);
+        assert_eq!(varuint_len(127), 1);
     }
 }

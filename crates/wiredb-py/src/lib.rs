@@ -8,6 +8,7 @@ mod errors;
 mod frames;
 mod room;
 mod server;
+mod store;
 
 #[pymodule]
 fn _wiredb(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -21,6 +22,10 @@ fn _wiredb(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(frames::frame_update, m)?)?;
     m.add_function(wrap_pyfunction!(frames::frame_awareness, m)?)?;
     m.add_function(wrap_pyfunction!(frames::absorb, m)?)?;
+    m.add_class::<store::FileStore>()?;
+    m.add_class::<store::StoreState>()?;
+    m.add_function(wrap_pyfunction!(store::room_file_name, m)?)?;
+    m.add_function(wrap_pyfunction!(store::room_id_from_file_name, m)?)?;
     Ok(())
 }
 

@@ -1,0 +1,897 @@
+//! A room's native file store: a mirror member of a room core whose updates a tokio task appends
+//! to a [`FileLog`], so persisting a room runs no Python per update. Also maps room ids to file
+//! names that can never leave their directory.
+//!
+//! Opening loads the file into the room (the file's content is applied to the room, and what the
+//! room has that the file lacks is written), then every update the room applies is written: all
+//! that is pending goes out as one record in one write, `write_delay` bounds how long an update
+//! may wait to be batched with later ones, and closing writes what is left and fsyncs before it
+//! reports closed. File I/O runs on tokio's blocking pool, never on a worker; nothing here calls
+//! into Python (it is woken through a [`Waker`]).
+//!
+//! Durability: an update is on disk (the `write(2)` of its record returned) at most
+//! `write_delay` after the room applied it, plus the time of one write. From then on it survives
+//! the server process being killed; it survives a power loss once fsynced (on close, on squash).
+
+use std::panic::catch_unwind;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use yrs::updates::decoder::Decode;
+use yrs::Update;
+
+use crate::awareness::MemberId;
+use crate::protocol::{decode_frame, Message, EMPTY_UPDATE};
+use crate::queue::{CloseReason, FrameQueue, QueueLimits};
+use crate::room::{JoinKind, RoomCore};
+use crate::runtime::runtime;
+use crate::store::{FileLog, LoadReport, StoreError};
+use crate::wake::Waker;
+
+/// What a room's file is called: its escaped id, then this (the name the original's documented
+/// seed pattern uses, so its data directories load as they are).
+pub const ROOM_FILE_SUFFIX: &str = "_updates.y";
+/// Longest file name we create (most filesystems allow 255 bytes).
+pub const MAX_FILE_NAME: usize = 255;
+
+/// After this many failed writes in a row while closing, the store gives up.
+const CLOSE_ATTEMPTS: u32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot create the directory of {}: {source}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("room id {id:?} is too long for a file name ({len} bytes once escaped, at most {MAX_FILE_NAME})")]
+    IdTooLong { id: String, len: usize },
+    #[error("the store of {} stopped unexpectedly: {reason}", path.display())]
+    Crashed { path: PathBuf, reason: String },
+}
+
+/// How a store writes.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// How long an update may wait for later ones to share its write (0: write at once).
+    pub write_delay: Duration,
+    /// Keep the file a single record: every write replaces it atomically with the merged content.
+    pub squash: bool,
+    /// Create the file's directory (and its parents) if missing.
+    pub create_dirs: bool,
+    /// Bounds of the queue between the room and the writer; if the writer falls this far
+    /// behind, it writes the whole document instead of what it missed.
+    pub queue: QueueLimits,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            write_delay: Duration::ZERO,
+            squash: false,
+            create_dirs: false,
+            queue: QueueLimits::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading the file and applying it to the room.
+    Loading,
+    /// Writing what the room applies.
+    Open,
+    /// Could not open: `error` says why. Nothing was written.
+    Failed,
+    /// Closed: everything was written and fsynced (unless `error` says otherwise).
+    Closed,
+}
+
+/// A snapshot of a store's progress.
+#[derive(Debug, Clone)]
+pub struct StoreStatus {
+    pub phase: Phase,
+    /// What opening found in the file.
+    pub report: LoadReport,
+    /// Every flush ticket up to this one is written.
+    pub flushed: u64,
+    /// Writes done (each holds everything that was pending).
+    pub writes: u64,
+    /// Why opening failed, or the last write error (cleared by the next good write).
+    pub error: Option<Arc<PersistError>>,
+}
+
+struct Shared {
+    path: PathBuf,
+    status: Mutex<StoreStatus>,
+    changed: Condvar,
+    /// Wakes the owner (Python's eventfd) on every status change.
+    waker: Option<Waker>,
+    /// Wakes the writer task: frames queued, a flush asked for, the queue closed.
+    wake_writer: Arc<Notify>,
+    queue: Arc<FrameQueue>,
+    flush_asked: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, StoreStatus> {
+        self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn update(&self, change: impl FnOnce(&mut StoreStatus)) {
+        change(&mut self.lock());
+        self.changed.notify_all();
+        if let Some(waker) = &self.waker {
+            waker.wake();
+        }
+    }
+}
+
+/// The handle on a room's store. Dropping it closes the store (which still writes what is left).
+pub struct RoomStore {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RoomStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoomStore")
+            .field("path", &self.shared.path)
+            .finish()
+    }
+}
+
+impl RoomStore {
+    /// Starts persisting `core` to `path` on the shared runtime: it loads the file (see the
+    /// module doc), then writes until closed. Returns at once; `waker` is woken whenever the
+    /// status changes (opened, failed, flushed, closed).
+    pub fn attach(
+        core: Arc<RoomCore>,
+        path: impl Into<PathBuf>,
+        config: StoreConfig,
+        waker: Option<Waker>,
+    ) -> RoomStore {
+        let wake_writer = Arc::new(Notify::new());
+        let queue = Arc::new(FrameQueue::new(
+            config.queue,
+            Waker::Tokio(wake_writer.clone()),
+        ));
+        let shared = Arc::new(Shared {
+            path: path.into(),
+            status: Mutex::new(StoreStatus {
+                phase: Phase::Loading,
+                report: LoadReport {
+                    records: 0,
+                    torn_bytes: 0,
+                },
+                flushed: 0,
+                writes: 0,
+                error: None,
+            }),
+            changed: Condvar::new(),
+            waker,
+            wake_writer,
+            queue,
+            flush_asked: AtomicU64::new(0),
+        });
+        runtime().spawn(run(shared.clone(), core, config));
+        RoomStore { shared }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    pub fn status(&self) -> StoreStatus {
+        self.shared.lock().clone()
+    }
+
+    /// Asks for everything the room applied so far to be written now (without waiting for
+    /// `write_delay`); returns the ticket that `StoreStatus::flushed` reaches once it is.
+    pub fn flush(&self) -> u64 {
+        let ticket = self.shared.flush_asked.fetch_add(1, Ordering::SeqCst) + 1;
+        self.shared.wake_writer.notify_one();
+        ticket
+    }
+
+    /// Stops taking updates; what is pending is written and fsynced, then the status is
+    /// `Closed`. Never waits.
+    pub fn close(&self) {
+        self.shared.queue.close(CloseReason::normal());
+    }
+
+    /// Blocks until `done(status)` holds or the timeout passes (then `None`).
+    pub fn wait_until(
+        &self,
+        timeout: Option<Duration>,
+        done: impl Fn(&StoreStatus) -> bool,
+    ) -> Option<StoreStatus> {
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        let mut status = self.shared.lock();
+        loop {
+            if done(&status) {
+                return Some(status.clone());
+            }
+            status = match deadline {
+                None => self
+                    .shared
+                    .changed
+                    .wait(status)
+                    .unwrap_or_else(|e| e.into_inner()),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    self.shared
+                        .changed
+                        .wait_timeout(status, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+}
+
+impl Drop for RoomStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// What a loaded store starts writing with.
+struct Loaded {
+    log: FileLog,
+    member: MemberId,
+    /// What the room had that the file lacked.
+    pending: Vec<Bytes>,
+    report: LoadReport,
+}
+
+async fn run(shared: Arc<Shared>, core: Arc<RoomCore>, config: StoreConfig) {
+    let loaded = {
+        let (shared, core, config) = (shared.clone(), core.clone(), config.clone());
+        tokio::task::spawn_blocking(move || load(&core, &shared.path, &config, &shared.queue)).await
+    };
+    let loaded = match loaded {
+        Ok(Ok(loaded)) => loaded,
+        Ok(Err(error)) => return fail(&shared, error),
+        Err(join) => {
+            let error = PersistError::Crashed {
+                path: shared.path.clone(),
+                reason: join.to_string(),
+            };
+            return fail(&shared, error);
+        }
+    };
+    let report = loaded.report;
+    shared.update(|s| {
+        s.phase = Phase::Open;
+        s.report = report;
+    });
+    let member = loaded.member;
+    let log = write_until_closed(&shared, &core, &config, loaded).await;
+    if let Some(mut log) = log {
+        let synced = tokio::task::spawn_blocking(move || log.sync()).await;
+        if let Ok(Err(error)) = synced {
+            tracing::warn!(path = %shared.path.display(), %error, "fsync on close failed");
+            shared.update(|s| s.error = Some(Arc::new(error.into())));
+        }
+    }
+    core.leave(member);
+    shared.update(|s| s.phase = Phase::Closed);
+}
+
+fn fail(shared: &Shared, error: PersistError) {
+    // The owner is told through the status (Python raises it): a debug line is enough here.
+    tracing::debug!(path = %shared.path.display(), %error, "cannot open the room's store");
+    shared.queue.close(CloseReason::normal());
+    shared.update(|s| {
+        s.phase = Phase::Failed;
+        s.error = Some(Arc::new(error));
+    });
+}
+
+/// Blocking: opens the log, joins the room, writes down what the room has that the file
+/// lacks, and applies the file to the room.
+fn load(
+    core: &RoomCore,
+    path: &Path,
+    config: &StoreConfig,
+    queue: &Arc<FrameQueue>,
+) -> Result<Loaded, PersistError> {
+    if config.create_dirs {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| PersistError::CreateDir {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+    }
+    let (log, records, report) = FileLog::open(path, config.squash)?;
+    let records: Vec<Bytes> = records.into_iter().map(Bytes::from).collect();
+    let file_update = match records.len() {
+        0 => None,
+        1 => Some(records[0].clone()),
+        _ => catch_unwind(|| yrs::merge_updates_v1(&records))
+            .ok()
+            .and_then(Result::ok)
+            .map(Bytes::from),
+    };
+    let file_state = match &file_update {
+        Some(update) => catch_unwind(|| Update::decode_v1(update).map(|u| u.state_vector()))
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default(),
+        // Unmergeable records (not seen in practice): diff against nothing, i.e. write the
+        // whole room; a duplicate is harmless.
+        None => Default::default(),
+    };
+    let member = core.join(queue.clone(), JoinKind::Mirror);
+    // The room queued its whole document for us; we only need what the file lacks, and the
+    // diff below, taken after joining, also covers whatever arrives meanwhile.
+    queue.drain();
+    let diff = core.encode_diff(&file_state);
+    let pending = if diff == EMPTY_UPDATE {
+        Vec::new()
+    } else {
+        vec![Bytes::from(diff)]
+    };
+    let applied = match file_update {
+        Some(update) => core.handle(member, Message::Update(update)).is_ok(),
+        None => records.is_empty(),
+    };
+    if !applied {
+        // Too large or unmergeable as one: apply record by record, skipping what the room
+        // refuses (it stays in the file).
+        for (index, record) in records.into_iter().enumerate() {
+            if let Err(error) = core.handle(member, Message::Update(record)) {
+                tracing::warn!(path = %path.display(), index, %error, "skipped a record the room refused");
+            }
+        }
+    }
+    Ok(Loaded {
+        log,
+        member,
+        pending,
+        report,
+    })
+}
+
+/// The writer loop; returns the log once closed (or `None` if a write task died with it).
+async fn write_until_closed(
+    shared: &Arc<Shared>,
+    core: &RoomCore,
+    config: &StoreConfig,
+    loaded: Loaded,
+) -> Option<FileLog> {
+    let mut log = loaded.log;
+    let mut pending = loaded.pending;
+    let mut since = (!pending.is_empty()).then(Instant::now);
+    let mut retry_at: Option<Instant> = None;
+    let mut failures = 0u32;
+    let mut flushed = 0u64;
+    let mut closing = false;
+    loop {
+        // Read before draining: every frame queued before the ticket was taken is drained now.
+        let asked = shared.flush_asked.load(Ordering::SeqCst);
+        let drained = shared.queue.drain();
+        if drained.overflowed {
+            // We fell behind and frames were dropped: the whole document replaces them.
+            pending.push(Bytes::from(core.encode_state_as_update()));
+        }
+        collect(&drained.frames, &mut pending);
+        closing |= drained.closed.is_some();
+        if pending.is_empty() {
+            if asked > flushed {
+                flushed = asked;
+                shared.update(|s| s.flushed = asked);
+            }
+            if closing {
+                return Some(log);
+            }
+            shared.wake_writer.notified().await;
+            continue;
+        }
+        let now = Instant::now();
+        let first = *since.get_or_insert(now);
+        let mut due = if closing || asked > flushed {
+            now
+        } else {
+            first + config.write_delay
+        };
+        if let Some(retry_at) = retry_at {
+            due = due.max(retry_at);
+        }
+        if due > now {
+            tokio::select! {
+                _ = tokio::time::sleep_until(due) => {}
+                _ = shared.wake_writer.notified() => {}
+            }
+            continue;
+        }
+        let updates = std::mem::take(&mut pending);
+        let squash = config.squash;
+        let written = tokio::task::spawn_blocking(move || {
+            let result = write(&mut log, &updates, squash);
+            (log, updates, result)
+        })
+        .await;
+        let (back, updates, result) = match written {
+            Ok(done) => done,
+            Err(join) => {
+                let error = PersistError::Crashed {
+                    path: shared.path.clone(),
+                    reason: join.to_string(),
+                };
+                tracing::error!(%error, "the room's store stopped; updates are no longer written");
+                shared.update(|s| s.error = Some(Arc::new(error)));
+                // Leave the room now, or its queue would fill up for nobody.
+                shared.queue.close(CloseReason::normal());
+                return None;
+            }
+        };
+        log = back;
+        match result {
+            Ok(()) => {
+                since = None;
+                retry_at = None;
+                failures = 0;
+                flushed = asked;
+                shared.update(|s| {
+                    s.flushed = asked;
+                    s.writes += 1;
+                    s.error = None;
+                });
+            }
+            Err(error) => {
+                failures += 1;
+                tracing::warn!(path = %shared.path.display(), %error, failures, "write failed; will retry");
+                let mut kept = updates;
+                kept.append(&mut pending);
+                pending = kept;
+                if closing && failures >= CLOSE_ATTEMPTS {
+                    tracing::error!(
+                        path = %shared.path.display(),
+                        updates = pending.len(),
+                        "giving up on writing the room's last updates"
+                    );
+                    shared.update(|s| s.error = Some(Arc::new(error.into())));
+                    return Some(log);
+                }
+                let backoff = Duration::from_millis(50u64 << failures.min(7));
+                retry_at = Some(Instant::now() + backoff);
+                shared.update(|s| s.error = Some(Arc::new(error.into())));
+            }
+        }
+    }
+}
+
+/// The document updates of the frames the room sent us.
+fn collect(frames: &[Bytes], pending: &mut Vec<Bytes>) {
+    for frame in frames {
+        let messages = match decode_frame(frame) {
+            Ok(messages) => messages,
+            // The room encodes every frame itself: this cannot happen.
+            Err(error) => {
+                tracing::error!(%error, "the room sent the store a malformed frame");
+                continue;
+            }
+        };
+        for message in messages {
+            if let Message::SyncStep2(update) | Message::Update(update) = message {
+                if update.as_ref() != EMPTY_UPDATE {
+                    pending.push(update);
+                }
+            }
+        }
+    }
+}
+
+/// Blocking: appends `updates`, merged into one record when they merge.
+fn write(log: &mut FileLog, updates: &[Bytes], squash: bool) -> Result<(), StoreError> {
+    // A squashing log merges everything itself.
+    if !squash && updates.len() > 1 {
+        let merged = catch_unwind(|| yrs::merge_updates_v1(updates))
+            .ok()
+            .and_then(Result::ok);
+        if let Some(merged) = merged {
+            match log.append(&[&merged]) {
+                Err(StoreError::InvalidUpdate { .. }) => {}
+                other => return other,
+            }
+        }
+    }
+    let mut records: Vec<&[u8]> = updates.iter().map(|u| u.as_ref()).collect();
+    loop {
+        match log.append(&records) {
+            // The room applied each of them, so this cannot happen; never retry it forever.
+            Err(StoreError::InvalidUpdate { index, .. }) if index < records.len() => {
+                tracing::error!(path = %log.path().display(), "dropped an update that is not a valid v1 update");
+                records.remove(index);
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The file name of a room: its id escaped, then [`ROOM_FILE_SUFFIX`].
+///
+/// ASCII letters, digits, `-`, `_` and `.` stay as they are, except a leading `.`; every other
+/// byte of the UTF-8 id (`/`, `\`, `%`, NUL, spaces, non-ASCII...) becomes `%XX` (upper-case hex).
+/// So a name never holds a separator or NUL, never starts with `.` (no `.`, `..` or hidden
+/// file), and the mapping is reversible ([`room_id_from_file_name`]); plain ids keep the name
+/// the original's documented pattern gives them (`my-room` → `my-room_updates.y`).
+pub fn room_file_name(id: &str) -> Result<String, PersistError> {
+    let mut name = String::with_capacity(id.len() + ROOM_FILE_SUFFIX.len());
+    for (i, byte) in id.bytes().enumerate() {
+        let plain =
+            byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' || (byte == b'.' && i > 0);
+        if plain {
+            name.push(char::from(byte));
+        } else {
+            name.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    name.push_str(ROOM_FILE_SUFFIX);
+    if name.len() > MAX_FILE_NAME {
+        return Err(PersistError::IdTooLong {
+            id: id.to_owned(),
+            len: name.len(),
+        });
+    }
+    Ok(name)
+}
+
+/// The room id a file name was made from, if it is one [`room_file_name`] makes.
+pub fn room_id_from_file_name(name: &str) -> Option<String> {
+    let escaped = name.strip_suffix(ROOM_FILE_SUFFIX)?;
+    let mut bytes = Vec::with_capacity(escaped.len());
+    let mut rest = escaped.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'%' {
+            let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &tail[2..];
+        } else {
+            bytes.push(b);
+            rest = tail;
+        }
+    }
+    let id = String::from_utf8(bytes).ok()?;
+    // Only canonical names: the one name each id maps to.
+    (room_file_name(&id).ok()?.as_str() == name).then_some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::room::RoomLimits;
+    use crate::store::encode_records;
+    use crate::wake::Waker;
+    use yrs::{Doc, GetString, Text, Transact};
+
+    const WAIT: Option<Duration> = Some(Duration::from_secs(10));
+
+    fn edits(client: u64, parts: &[&str]) -> Vec<Bytes> {
+        let doc = Doc::with_client_id(client);
+        let text = doc.get_or_insert_text("t");
+        parts
+            .iter()
+            .map(|p| {
+                let mut txn = doc.transact_mut();
+                let end = text.len(&txn);
+                text.insert(&mut txn, end, p);
+                Bytes::from(txn.encode_update_v1())
+            })
+            .collect()
+    }
+
+    fn text_of(update: &[u8]) -> String {
+        let doc = Doc::new();
+        let text = doc.get_or_insert_text("t");
+        let mut txn = doc.transact_mut();
+        txn.apply_update(Update::decode_v1(update).unwrap())
+            .unwrap();
+        text.get_string(&txn)
+    }
+
+    fn file_records(path: &Path) -> Vec<Vec<u8>> {
+        FileLog::open(path, false).unwrap().1
+    }
+
+    fn file_text(path: &Path) -> String {
+        let records = file_records(path);
+        let merged = yrs::merge_updates_v1(&records).unwrap();
+        text_of(&merged)
+    }
+
+    /// A peer member of the room, to send it updates as a client would.
+    fn peer(core: &RoomCore) -> MemberId {
+        let queue = Arc::new(FrameQueue::new(
+            QueueLimits::default(),
+            Waker::Tokio(Arc::new(Notify::new())),
+        ));
+        core.join(queue, JoinKind::Peer)
+    }
+
+    fn opened(store: &RoomStore) -> StoreStatus {
+        store
+            .wait_until(WAIT, |s| s.phase != Phase::Loading)
+            .unwrap()
+    }
+
+    fn closed(store: &RoomStore) -> StoreStatus {
+        store.close();
+        store
+            .wait_until(WAIT, |s| s.phase == Phase::Closed)
+            .unwrap()
+    }
+
+    fn write_file(path: &Path, updates: &[Bytes]) {
+        let mut data = b"0.0.1\0".to_vec();
+        let refs: Vec<&[u8]> = updates.iter().map(|u| u.as_ref()).collect();
+        data.extend(encode_records(&refs));
+        std::fs::write(path, data).unwrap();
+    }
+
+    #[test]
+    fn the_file_is_loaded_into_the_room_and_updates_are_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r_updates.y");
+        write_file(&path, &edits(1, &["hello", " world"]));
+        let core = RoomCore::new("r", RoomLimits::default());
+        let store = RoomStore::attach(core.clone(), &path, StoreConfig::default(), None);
+        let status = opened(&store);
+        assert_eq!(status.phase, Phase::Open);
+        assert_eq!(status.report.records, 2);
+        assert_eq!(text_of(&core.encode_state_as_update()), "hello world");
+
+        let member = peer(&core);
+        let more = edits(2, &["!", "?"]);
+        for update in &more {
+            core.handle(member, Message::Update(update.clone()))
+                .unwrap();
+        }
+        let ticket = store.flush();
+        store.wait_until(WAIT, |s| s.flushed >= ticket).unwrap();
+        let text = file_text(&path);
+        assert!(
+            text.starts_with("hello world") && text.contains("!?"),
+            "{text}"
+        );
+        let status = closed(&store);
+        assert!(status.error.is_none());
+        assert_eq!(core.peer_count(), 1, "the store is a mirror, not a peer");
+    }
+
+    #[test]
+    fn what_the_room_has_that_the_file_lacks_is_written_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r_updates.y");
+        write_file(&path, &edits(1, &["file"]));
+        let core = RoomCore::new("r", RoomLimits::default());
+        let member = peer(&core);
+        core.handle(member, Message::Update(edits(2, &["room"])[0].clone()))
+            .unwrap();
+        let store = RoomStore::attach(core.clone(), &path, StoreConfig::default(), None);
+        opened(&store);
+        closed(&store);
+        let records = file_records(&path);
+        assert_eq!(records.len(), 2, "the file's record, then the room's diff");
+        assert_eq!(text_of(&records[1]), "room");
+        let text = file_text(&path);
+        assert!(text.contains("file") && text.contains("room"));
+        assert_eq!(
+            text_of(&core.encode_state_as_update()),
+            text,
+            "the room got the file's content"
+        );
+    }
+
+    #[test]
+    fn write_delay_coalesces_and_close_writes_what_is_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r_updates.y");
+        let core = RoomCore::new("r", RoomLimits::default());
+        let config = StoreConfig {
+            write_delay: Duration::from_secs(3600),
+            ..StoreConfig::default()
+        };
+        let store = RoomStore::attach(core.clone(), &path, config, None);
+        opened(&store);
+        let member = peer(&core);
+        for update in edits(3, &["a", "b", "c", "d"]) {
+            core.handle(member, Message::Update(update)).unwrap();
+        }
+        assert_eq!(store.status().writes, 0);
+        assert!(
+            file_records(&path).is_empty(),
+            "nothing written within the delay"
+        );
+        let status = closed(&store);
+        assert_eq!(status.writes, 1);
+        let records = file_records(&path);
+        assert_eq!(records.len(), 1, "four updates, one record");
+        assert_eq!(text_of(&records[0]), "abcd");
+    }
+
+    #[test]
+    fn a_flush_does_not_wait_for_the_delay() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r_updates.y");
+        let core = RoomCore::new("r", RoomLimits::default());
+        let config = StoreConfig {
+            write_delay: Duration::from_secs(3600),
+            ..StoreConfig::default()
+        };
+        let store = RoomStore::attach(core.clone(), &path, config, None);
+        opened(&store);
+        let member = peer(&core);
+        core.handle(member, Message::Update(edits(4, &["x"])[0].clone()))
+            .unwrap();
+        let ticket = store.flush();
+        let status = store.wait_until(WAIT, |s| s.flushed >= ticket).unwrap();
+        assert_eq!(status.writes, 1);
+        assert_eq!(file_text(&path), "x");
+        // Nothing pending: a flush is done without writing.
+        let ticket = store.flush();
+        let status = store.wait_until(WAIT, |s| s.flushed >= ticket).unwrap();
+        assert_eq!(status.writes, 1);
+    }
+
+    #[test]
+    fn squash_keeps_one_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r_updates.y");
+        write_file(&path, &edits(5, &["a", "b", "c"]));
+        let core = RoomCore::new("r", RoomLimits::default());
+        let config = StoreConfig {
+            squash: true,
+            ..StoreConfig::default()
+        };
+        let store = RoomStore::attach(core.clone(), &path, config, None);
+        assert_eq!(opened(&store).report.records, 3);
+        assert_eq!(file_records(&path).len(), 1);
+        let member = peer(&core);
+        for update in edits(6, &["1", "2"]) {
+            core.handle(member, Message::Update(update)).unwrap();
+            let ticket = store.flush();
+            store.wait_until(WAIT, |s| s.flushed >= ticket).unwrap();
+        }
+        closed(&store);
+        assert_eq!(file_records(&path).len(), 1);
+        let text = file_text(&path);
+        assert!(text.contains("abc") && text.contains("12"), "{text}");
+    }
+
+    #[test]
+    fn a_version_mismatch_fails_the_open_and_leaves_the_file_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r_updates.y");
+        std::fs::write(&path, b"0.0.2\x00\x02\x00\x00").unwrap();
+        let core = RoomCore::new("r", RoomLimits::default());
+        let store = RoomStore::attach(core.clone(), &path, StoreConfig::default(), None);
+        let status = opened(&store);
+        assert_eq!(status.phase, Phase::Failed);
+        let error = status.error.unwrap();
+        assert!(matches!(
+            &*error,
+            PersistError::Store(StoreError::VersionMismatch { .. })
+        ));
+        assert_eq!(
+            error.to_string(),
+            r#"File version mismatch (got "0.0.2", expected "0.0.1")"#
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"0.0.2\x00\x02\x00\x00");
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r_updates.y");
+        let updates = edits(7, &["kept", "torn"]);
+        write_file(&path, &updates);
+        let len = std::fs::metadata(&path).unwrap().len();
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(len - 2).unwrap();
+        let core = RoomCore::new("r", RoomLimits::default());
+        let store = RoomStore::attach(core.clone(), &path, StoreConfig::default(), None);
+        let status = opened(&store);
+        assert_eq!(status.report.records, 1);
+        assert_eq!(status.report.torn_bytes, updates[1].len() as u64 - 1);
+        assert_eq!(text_of(&core.encode_state_as_update()), "kept");
+    }
+
+    #[test]
+    fn a_writer_that_falls_behind_writes_the_whole_document() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r_updates.y");
+        let core = RoomCore::new("r", RoomLimits::default());
+        let config = StoreConfig {
+            write_delay: Duration::from_secs(3600),
+            queue: QueueLimits {
+                max_frames: 2,
+                max_bytes: 1 << 20,
+            },
+            ..StoreConfig::default()
+        };
+        let store = RoomStore::attach(core.clone(), &path, config, None);
+        opened(&store);
+        let member = peer(&core);
+        for update in edits(8, &["a", "b", "c", "d", "e"]) {
+            core.handle(member, Message::Update(update)).unwrap();
+        }
+        closed(&store);
+        assert_eq!(file_text(&path), "abcde");
+    }
+
+    #[test]
+    fn dropping_the_handle_closes_and_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = RoomCore::new("r", RoomLimits::default());
+        let config = StoreConfig {
+            write_delay: Duration::from_secs(3600),
+            create_dirs: true,
+            ..StoreConfig::default()
+        };
+        let nested = dir.path().join("a/b").join(room_file_name("r").unwrap());
+        let store = RoomStore::attach(core.clone(), &nested, config, None);
+        opened(&store);
+        let member = peer(&core);
+        core.handle(member, Message::Update(edits(9, &["bye"])[0].clone()))
+            .unwrap();
+        drop(store);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while file_records(&nested).is_empty() {
+            assert!(std::time::Instant::now() < deadline, "never written");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(file_text(&nested), "bye");
+    }
+
+    #[test]
+    fn room_ids_never_escape_the_directory() {
+        let cases = [
+            ("my-room", "my-room_updates.y"),
+            ("notes.v2", "notes.v2_updates.y"),
+            ("", "_updates.y"),
+            ("..", "%2E._updates.y"),
+            (".", "%2E_updates.y"),
+            (".hidden", "%2Ehidden_updates.y"),
+            ("../etc/passwd", "%2E.%2Fetc%2Fpasswd_updates.y"),
+            ("a/b", "a%2Fb_updates.y"),
+            ("a\\b", "a%5Cb_updates.y"),
+            ("nul\0byte", "nul%00byte_updates.y"),
+            ("100%", "100%25_updates.y"),
+            ("é", "%C3%A9_updates.y"),
+            ("a b", "a%20b_updates.y"),
+        ];
+        for (id, name) in cases {
+            assert_eq!(room_file_name(id).unwrap(), name, "{id:?}");
+            assert_eq!(room_id_from_file_name(name).as_deref(), Some(id));
+            let path = Path::new("/data").join(name);
+            assert_eq!(path.parent(), Some(Path::new("/data")), "{id:?}");
+            assert!(!name.starts_with('.') && !name.contains('/') && !name.contains('\0'));
+        }
+        assert!(matches!(
+            room_file_name(&"x".repeat(300)),
+            Err(PersistError::IdTooLong { .. })
+        ));
+        assert_eq!(
+            room_id_from_file_name("a%2fb_updates.y"),
+            None,
+            "not canonical"
+        );
+        assert_eq!(room_id_from_file_name("a%2_updates.y"), None);
+        assert_eq!(room_id_from_file_name("other.y"), None);
+    }
+}

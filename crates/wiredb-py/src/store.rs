@@ -1,0 +1,160 @@
+//! `FileStore`: a room core persisted to a file natively (see `wiredb_core::persist`), driven
+//! from Python. Loading and writing run on tokio's blocking pool; Python learns of progress
+//! through the store's eventfd (`fd`, then `poll()`), or blocks in `wait()` without the GIL.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use wiredb_core::persist::{self, Phase, RoomStore, StoreConfig, StoreStatus};
+use wiredb_core::store::FILE_VERSION;
+use wiredb_core::wake::{EventFd, Waker};
+
+use crate::errors;
+use crate::room::RoomCore;
+
+#[pyclass(frozen, module = "wiredb._wiredb")]
+pub struct FileStore {
+    store: RoomStore,
+    fd: Arc<EventFd>,
+}
+
+#[pymethods]
+impl FileStore {
+    /// Starts persisting `room` to `path`: the file is loaded into the room, then every update
+    /// the room applies is appended. Returns at once; `poll()` tells when it is open.
+    #[new]
+    #[pyo3(signature = (room, path, write_delay = 0.0, squash = false, create_dirs = false))]
+    fn new(
+        room: &RoomCore,
+        path: std::path::PathBuf,
+        write_delay: f64,
+        squash: bool,
+        create_dirs: bool,
+    ) -> PyResult<Self> {
+        if !(write_delay >= 0.0 && write_delay.is_finite()) {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "write_delay must be a finite number of seconds >= 0, not {write_delay}"
+            )));
+        }
+        let fd = Arc::new(EventFd::new().map_err(errors::io_error)?);
+        let config = StoreConfig {
+            write_delay: Duration::from_secs_f64(write_delay),
+            squash,
+            create_dirs,
+            ..StoreConfig::default()
+        };
+        let store = RoomStore::attach(room.core.clone(), path, config, Some(Waker::Fd(fd.clone())));
+        Ok(FileStore { store, fd })
+    }
+
+    /// Readable when the status changed since the last `poll()`.
+    #[getter]
+    fn fd(&self) -> i32 {
+        self.fd.raw()
+    }
+
+    #[getter]
+    fn path(&self) -> std::path::PathBuf {
+        self.store.path().to_path_buf()
+    }
+
+    /// The file format version this store reads and writes.
+    #[classattr]
+    fn version() -> &'static str {
+        FILE_VERSION
+    }
+
+    /// The current status; makes `fd` unreadable until the next change.
+    fn poll(&self) -> StoreState {
+        self.fd.clear();
+        StoreState(self.store.status())
+    }
+
+    /// Asks for everything the room applied so far to be written at once; returns the ticket
+    /// that `StoreState.flushed` reaches when it is.
+    fn flush(&self) -> u64 {
+        self.store.flush()
+    }
+
+    /// Stops taking updates; what is pending is written and fsynced, then the state is
+    /// "closed". Never waits.
+    fn close(&self) {
+        self.store.close();
+    }
+
+    /// Blocks (without the GIL) until the status changes or the timeout passes.
+    #[pyo3(signature = (timeout = None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> bool {
+        let timeout = timeout.map(|t| Duration::from_secs_f64(t.max(0.0)));
+        py.detach(|| self.fd.wait(timeout))
+    }
+}
+
+/// A snapshot of a `FileStore`'s progress.
+#[pyclass(frozen, module = "wiredb._wiredb")]
+pub struct StoreState(StoreStatus);
+
+#[pymethods]
+impl StoreState {
+    /// "loading", "open", "failed" or "closed".
+    #[getter]
+    fn phase(&self) -> &'static str {
+        match self.0.phase {
+            Phase::Loading => "loading",
+            Phase::Open => "open",
+            Phase::Failed => "failed",
+            Phase::Closed => "closed",
+        }
+    }
+
+    /// Complete records found in the file when it was opened.
+    #[getter]
+    fn records(&self) -> usize {
+        self.0.report.records
+    }
+
+    /// Bytes of a torn or undecodable tail cut off the file when it was opened.
+    #[getter]
+    fn torn_bytes(&self) -> u64 {
+        self.0.report.torn_bytes
+    }
+
+    /// Every flush ticket up to this one is written.
+    #[getter]
+    fn flushed(&self) -> u64 {
+        self.0.flushed
+    }
+
+    /// Writes done so far.
+    #[getter]
+    fn writes(&self) -> u64 {
+        self.0.writes
+    }
+
+    /// Why opening failed or the last write failed, if it did.
+    #[getter]
+    fn error(&self) -> Option<String> {
+        self.0.error.as_ref().map(|e| e.to_string())
+    }
+
+    /// Raises why opening failed, or the last write error if the last write failed.
+    fn check(&self) -> PyResult<()> {
+        match &self.0.error {
+            Some(error) => Err(errors::persist_error(error)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The file name of a room's store: its id escaped so that it never leaves its directory.
+#[pyfunction]
+pub fn room_file_name(id: &str) -> PyResult<String> {
+    persist::room_file_name(id).map_err(|e| errors::persist_error(&e))
+}
+
+/// The room id a file name was made from by `room_file_name`, or None.
+#[pyfunction]
+pub fn room_id_from_file_name(name: &str) -> Option<String> {
+    persist::room_id_from_file_name(name)
+}

@@ -1,0 +1,111 @@
+"""Waiting on a native `FileStore` from asyncio, trio or plain threads.
+
+The store works on tokio's blocking pool and makes its eventfd readable when its state changes;
+async code awaits `anyio.wait_readable(fd)` (no thread per waiting coroutine), blocking code waits
+on the fd without the GIL.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+
+from anyio import CancelScope, wait_readable
+
+from wiredb._wiredb import FileStore, RoomCore, StoreState
+
+log = logging.getLogger("wire_file")
+
+Path = str | os.PathLike[str]
+
+
+def _loaded(state: StoreState) -> bool:
+    return state.phase != "loading"
+
+
+def _finished(state: StoreState) -> bool:
+    return state.phase in ("closed", "failed")
+
+
+async def wait_store(store: FileStore, done: Callable[[StoreState], bool]) -> StoreState:
+    """Waits until `done(state)` holds."""
+    while True:
+        state = store.poll()
+        if done(state):
+            return state
+        await wait_readable(store.fd)
+
+
+def wait_store_blocking(store: FileStore, done: Callable[[StoreState], bool]) -> StoreState:
+    """Blocks (without the GIL) until `done(state)` holds."""
+    while True:
+        state = store.poll()
+        if done(state):
+            return state
+        store.wait()
+
+
+def _opened(store: FileStore, state: StoreState) -> None:
+    """Raises why opening failed; warns about a cut tail."""
+    if state.phase == "failed":
+        state.check()
+        raise RuntimeError(f"cannot open {store.path}")  # pragma: no cover (check raised)
+    if state.torn_bytes:
+        log.warning(
+            "%s: cut off a torn or undecodable tail of %d bytes (a crash while writing?); "
+            "loaded the %d complete records before it",
+            store.path,
+            state.torn_bytes,
+            state.records,
+        )
+
+
+async def open_store(
+    room: RoomCore, path: Path, write_delay: float, squash: bool, create_dirs: bool = False
+) -> FileStore:
+    """Attaches a store to `room` and waits until the file is loaded into it."""
+    store = FileStore(room, os.fspath(path), write_delay, squash, create_dirs)
+    try:
+        state = await wait_store(store, _loaded)
+        _opened(store, state)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def open_store_blocking(room: RoomCore, path: Path, write_delay: float, squash: bool) -> FileStore:
+    store = FileStore(room, os.fspath(path), write_delay, squash)
+    try:
+        _opened(store, wait_store_blocking(store, _loaded))
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def flush_blocking(store: FileStore) -> None:
+    """Writes everything the store's room applied so far, and returns once it is written."""
+    ticket = store.flush()
+
+    def done(state: StoreState) -> bool:
+        return state.flushed >= ticket or state.error is not None or _finished(state)
+
+    state = wait_store_blocking(store, done)
+    if state.flushed < ticket:
+        state.check()
+        raise RuntimeError(f"{store.path}: the store closed before writing")
+
+
+async def close_store(store: FileStore) -> StoreState:
+    """Closes the store and waits, even if cancelled, until what was pending is on disk."""
+    store.close()
+    with CancelScope(shield=True):
+        state = await wait_store(store, _finished)
+    return state
+
+
+def close_store_blocking(store: FileStore) -> StoreState:
+    store.close()
+    return wait_store_blocking(store, _finished)
