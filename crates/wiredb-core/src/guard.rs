@@ -9,7 +9,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use bytes::Bytes;
 use yrs::updates::decoder::Decode;
-use yrs::{Doc, ReadTxn, StateVector, Transact, TransactionMut, Update};
+use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
 use crate::protocol::Reader;
 use crate::scan::{scan_update_v1, ScanError, ScanLimits};
@@ -26,8 +26,6 @@ pub enum GuardError {
     Panicked(&'static str),
     #[error("update rejected: {0}")]
     Scan(#[from] ScanError),
-    #[error("update rejected: it left the document unable to encode its state")]
-    Poisoned,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -76,16 +74,20 @@ pub fn decode_update(bytes: &[u8], limits: &GuardLimits) -> Result<Update, Guard
         .map_err(|e| GuardError::BadUpdate(e.to_string()))
 }
 
-/// Decodes and applies a v1 update to a transaction.
-pub fn apply_update(
-    txn: &mut TransactionMut<'_>,
-    bytes: &[u8],
-    limits: &GuardLimits,
-) -> Result<(), GuardError> {
+/// Decodes and applies a v1 update to a document, in a transaction of its own: yrs can panic
+/// while applying and again while committing (when the transaction is dropped), so both happen
+/// under `catch_unwind`.
+pub fn apply_update(doc: &Doc, bytes: &[u8], limits: &GuardLimits) -> Result<(), GuardError> {
     let update = decode_update(bytes, limits)?;
-    catch_unwind(AssertUnwindSafe(|| txn.apply_update(update)))
-        .map_err(|_| GuardError::Panicked("applying an update"))?
-        .map_err(|e| GuardError::BadUpdate(e.to_string()))
+    catch_unwind(AssertUnwindSafe(|| {
+        let mut txn = doc.transact_mut();
+        let applied = catch_unwind(AssertUnwindSafe(|| txn.apply_update(update)));
+        drop(txn);
+        applied
+    }))
+    .map_err(|_| GuardError::Panicked("committing an update"))?
+    .map_err(|_| GuardError::Panicked("applying an update"))?
+    .map_err(|e| GuardError::BadUpdate(e.to_string()))
 }
 
 /// Whether the document holds content waiting for missing predecessors.
@@ -93,29 +95,22 @@ pub fn has_pending(doc: &Doc) -> bool {
     doc.transact().has_missing_updates()
 }
 
-/// The pending part of a document (content waiting for predecessors) as an update, or None if
-/// encoding it panics: yrs accepts some updates whose pending part can never be encoded again.
-pub fn encode_pending(doc: &Doc) -> Option<Vec<u8>> {
-    catch_unwind(AssertUnwindSafe(|| {
-        let txn = doc.transact();
-        txn.encode_state_as_update_v1(&txn.state_vector())
-    }))
-    .ok()
+/// The integrated content of the document that a peer at `sv` lacks (pending content left
+/// out), or None if yrs panics encoding it.
+pub fn encode_state(doc: &Doc, sv: &StateVector) -> Option<Vec<u8>> {
+    catch_unwind(AssertUnwindSafe(|| doc.transact().encode_diff_v1(sv))).ok()
 }
 
 /// A fresh document with the integrated content of `doc` (and `pending`, an update saved while
-/// it was still sound): what a room is rebuilt from when an update poisoned its document.
+/// it was still sound): what a room is rebuilt from when an update broke its document.
 pub fn rebuild(doc: &Doc, pending: Option<&[u8]>, limits: &GuardLimits) -> Doc {
     let integrated = catch_unwind(AssertUnwindSafe(|| {
         doc.transact().encode_diff_v1(&StateVector::default())
     }));
     let fresh = Doc::new();
-    {
-        let mut txn = fresh.transact_mut();
-        for update in integrated.ok().iter().map(Vec::as_slice).chain(pending) {
-            if let Err(error) = apply_update(&mut txn, update, limits) {
-                tracing::error!(%error, "content lost while rebuilding a document");
-            }
+    for update in integrated.ok().iter().map(Vec::as_slice).chain(pending) {
+        if let Err(error) = apply_update(&fresh, update, limits) {
+            tracing::error!(%error, "content lost while rebuilding a document");
         }
     }
     fresh
@@ -181,8 +176,7 @@ mod tests {
             0xff,
         ];
         let doc = Doc::new();
-        let mut txn = doc.transact_mut();
-        assert!(apply_update(&mut txn, &bad, &GuardLimits::default()).is_err());
+        assert!(apply_update(&doc, &bad, &GuardLimits::default()).is_err());
     }
 
     #[test]
@@ -194,7 +188,7 @@ mod tests {
         .unwrap();
         let doc = Doc::new();
         let t = doc.get_or_insert_text("t");
-        apply_update(&mut doc.transact_mut(), &merged, &GuardLimits::default()).unwrap();
+        apply_update(&doc, &merged, &GuardLimits::default()).unwrap();
         assert_eq!(t.get_string(&doc.transact()).len(), 2);
     }
 }

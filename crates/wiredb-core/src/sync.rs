@@ -100,12 +100,7 @@ mod tests {
         assert!(!batch.synced);
         let target = Doc::new();
         let t = target.get_or_insert_text("t");
-        guard::apply_update(
-            &mut target.transact_mut(),
-            &batch.updates[0],
-            &GuardLimits::default(),
-        )
-        .unwrap();
+        guard::apply_update(&target, &batch.updates[0], &GuardLimits::default()).unwrap();
         assert_eq!(t.get_string(&target.transact()), "abc");
     }
 
