@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -58,6 +59,13 @@ def peer_python(name: str) -> str:
     python = PEERS / name / "bin" / "python"
     require(python, f"the {name} virtual environment")
     return str(python)
+
+
+def free_port() -> int:
+    """A port nobody listens on now (for a server that must come back on the same port)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 class PeerError(AssertionError):

@@ -13,7 +13,7 @@ from pycrdt import Text
 from helpers import wait_for_awareness, wait_until
 from wire_websocket import AsyncWebSocketClient, AsyncWebSocketServer, WebSocketClient
 
-from .harness import State, yjs_client, yjs_server
+from .harness import State, free_port, yjs_client, yjs_server
 
 pytestmark = pytest.mark.anyio
 
@@ -81,22 +81,21 @@ async def test_a_yjs_client_that_reconnects_resyncs_both_ways() -> None:
 
 
 async def test_a_yjs_client_resyncs_with_a_restarted_server() -> None:
-    async with AsyncWebSocketServer(host=HOST, port=0) as first:
-        port = first.port
-        async with yjs_client(f"ws://{HOST}:{port}", "room") as js:
+    port = free_port()
+    async with yjs_client(f"ws://{HOST}:{port}", "room") as js:
+        async with AsyncWebSocketServer(host=HOST, port=port):
             await js.wait_for(text_is(""))
             await js.send("insert", value="kept by the client")
             async with AsyncWebSocketClient("room", host=HOST, port=port) as ours:
                 await wait_until(ours.doc, lambda: "kept" in str(ours.doc.get("text", Text)))
-            await first.__aexit__(None, None, None)
-            await js.wait_for(lambda s: s["status"] == "disconnected")
-            # A new server on the same port: its room starts empty, and the client that comes
-            # back fills it with what it has.
-            async with AsyncWebSocketServer(host=HOST, port=port):
-                await js.wait_for(lambda s: s["status"] == "connected" and s["synced"])
-                async with AsyncWebSocketClient("room", host=HOST, port=port) as ours:
-                    text = ours.doc.get("text", Text)
-                    await wait_until(ours.doc, lambda: str(text) == "kept by the client")
+        await js.wait_for(lambda s: s["status"] == "disconnected")
+        # A new server on the same port: its room starts empty, and the client that comes back
+        # fills it with what it has.
+        async with AsyncWebSocketServer(host=HOST, port=port):
+            await js.wait_for(lambda s: s["status"] == "connected" and s["synced"])
+            async with AsyncWebSocketClient("room", host=HOST, port=port) as ours:
+                text = ours.doc.get("text", Text)
+                await wait_until(ours.doc, lambda: str(text) == "kept by the client")
 
 
 async def test_our_clients_sync_through_the_reference_yjs_server() -> None:
