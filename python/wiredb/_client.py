@@ -83,7 +83,8 @@ class AsyncClient:
         async with AsyncWebSocketClient("room", host="localhost", port=8000) as client:
             client.awareness.set_local_state({"user": {"name": "alice"}, "cursor": 3})
             client.awareness.observe(lambda topic, event: print(topic, event))
-            others = {id: s for id, s in client.awareness.states.items() if id != client.doc.client_id}
+            me = client.doc.client_id
+            others = {id: s for id, s in client.awareness.states.items() if id != me}
         ```
         """
         if self._awareness is None:

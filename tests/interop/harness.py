@@ -16,7 +16,7 @@ import shutil
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from subprocess import PIPE
 from typing import Any
@@ -153,37 +153,37 @@ async def peer_server(name: str, command: list[str]) -> AsyncIterator[int]:
         yield int(state["port"])
 
 
-def yjs_client(url: str, room: str) -> AsyncIterator[Peer]:
+def yjs_client(url: str, room: str) -> AbstractAsyncContextManager[Peer]:
     """A JavaScript Yjs client: y-websocket's `WebsocketProvider` on Node."""
     return run_peer("yjs client", [node(), str(SCRIPTS / "yjs_client.mjs"), url, room])
 
 
-def yjs_server() -> AsyncIterator[int]:
+def yjs_server() -> AbstractAsyncContextManager[int]:
     """The reference Node server of y-websocket (@y/websocket-server 0.1.1)."""
     return peer_server("yjs server", [node(), str(SCRIPTS / "yjs_server.mjs")])
 
 
-def pycrdt_client(url: str, room: str) -> AsyncIterator[Peer]:
+def pycrdt_client(url: str, room: str) -> AbstractAsyncContextManager[Peer]:
     """pycrdt's `Provider`, with the pycrdt of this test environment."""
     script = str(SCRIPTS / "pycrdt_client.py")
     return run_peer("pycrdt Provider", [sys.executable, script, url, room])
 
 
-def pycrdt_websocket_server() -> AsyncIterator[int]:
+def pycrdt_websocket_server() -> AbstractAsyncContextManager[int]:
     """pycrdt-websocket's `WebsocketServer`, from its own virtual environment."""
     python = peer_python("pycrdt-websocket")
     script = str(SCRIPTS / "pycrdt_websocket_server.py")
     return peer_server("pycrdt-websocket server", [python, script])
 
 
-def wiredb071_client(mode: str, port: int, room: str) -> AsyncIterator[Peer]:
+def wiredb071_client(mode: str, port: int, room: str) -> AbstractAsyncContextManager[Peer]:
     """A client of the original wiredb 0.7.1: `mode` is "async" or "sync" (blocking)."""
     python = peer_python("wiredb-0.7.1")
     script = str(SCRIPTS / "wiredb071_client.py")
     return run_peer(f"wiredb 0.7.1 {mode} client", [python, script, mode, str(port), room])
 
 
-def wiredb071_server() -> AsyncIterator[int]:
+def wiredb071_server() -> AbstractAsyncContextManager[int]:
     """The original wiredb 0.7.1 WebSocket server, from its own virtual environment."""
     python = peer_python("wiredb-0.7.1")
     script = str(SCRIPTS / "wiredb071_server.py")

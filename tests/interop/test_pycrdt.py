@@ -25,7 +25,7 @@ async def test_pycrdt_providers_and_ours_converge_on_our_server() -> None:
     async with AsyncWebSocketServer(host=HOST, port=0) as server:
         url = f"ws://{HOST}:{server.port}"
         async with AsyncWebSocketClient("room", host=HOST, port=server.port) as ours:
-            text = ours.doc.get("text", Text)
+            text = ours.doc.get("text", type=Text)
             text += "before"
             async with pycrdt_client(url, "room") as p1, pycrdt_client(url, "room") as p2:
                 await p1.wait_for(lambda s: s["text"] == "before")
@@ -45,14 +45,14 @@ async def test_our_clients_sync_through_a_pycrdt_websocket_server() -> None:
             AsyncWebSocketClient("room", host=HOST, port=port) as a,
             AsyncWebSocketClient("room", host=HOST, port=port) as b,
         ):
-            ta, tb = a.doc.get("text", Text), b.doc.get("text", Text)
+            ta, tb = a.doc.get("text", type=Text), b.doc.get("text", type=Text)
             ta += "<a>"
             tb += "<b>"
 
             def blocking_client() -> str:
                 with WebSocketClient("room", host=HOST, port=port) as c:
                     c.pull()
-                    tc = c.doc.get("text", Text)
+                    tc = c.doc.get("text", type=Text)
                     tc.insert(0, "<c>")
                     c.push()
                     while not has_all(str(tc), ["<a>", "<b>"]):

@@ -26,7 +26,7 @@ async def test_original_clients_on_our_server() -> None:
     async with AsyncWebSocketServer(host=HOST, port=0) as server:
         port = server.port
         async with AsyncWebSocketClient("room", host=HOST, port=port) as ours:
-            text = ours.doc.get("text", Text)
+            text = ours.doc.get("text", type=Text)
             text += "<ours>"
             async with (
                 wiredb071_client("async", port, "room") as orig_async,
@@ -50,14 +50,14 @@ async def test_our_clients_on_the_original_server() -> None:
             AsyncWebSocketClient("room", host=HOST, port=port) as a,
             AsyncWebSocketClient("room", host=HOST, port=port) as b,
         ):
-            ta, tb = a.doc.get("text", Text), b.doc.get("text", Text)
+            ta, tb = a.doc.get("text", type=Text), b.doc.get("text", type=Text)
             ta += "<a>"
             tb += "<b>"
 
             def blocking_client() -> str:
                 with WebSocketClient("room", host=HOST, port=port) as c:
                     c.pull()
-                    tc = c.doc.get("text", Text)
+                    tc = c.doc.get("text", type=Text)
                     tc.insert(0, "<c>")
                     c.push()
                     while not has_all(str(tc), ["<a>", "<b>"]):

@@ -38,7 +38,7 @@ async def test_yjs_clients_and_ours_converge_on_our_server() -> None:
         ):
             await js1.wait_for(text_is(""))
             await js2.wait_for(text_is(""))
-            text = ours.doc.get("text", Text)
+            text = ours.doc.get("text", type=Text)
             # Concurrent edits: nobody waits for anybody's before making its own.
             await js1.send("insert", value="<js1>")
             await js2.send("insert", value="<js2>")
@@ -54,7 +54,7 @@ async def test_yjs_clients_and_ours_converge_on_our_server() -> None:
             def late_join() -> str:
                 with WebSocketClient("room", host=HOST, port=server.port) as late:
                     late.pull()
-                    return str(late.doc.get("text", Text))
+                    return str(late.doc.get("text", type=Text))
 
             assert await to_thread.run_sync(late_join) == str(text)
 
@@ -66,7 +66,7 @@ async def test_a_yjs_client_that_reconnects_resyncs_both_ways() -> None:
             yjs_client(url, "room") as js,
             AsyncWebSocketClient("room", host=HOST, port=server.port) as ours,
         ):
-            text = ours.doc.get("text", Text)
+            text = ours.doc.get("text", type=Text)
             text += "hello"
             await js.wait_for(text_is("hello"))
             await js.send("disconnect")
@@ -87,14 +87,14 @@ async def test_a_yjs_client_resyncs_with_a_restarted_server() -> None:
             await js.wait_for(text_is(""))
             await js.send("insert", value="kept by the client")
             async with AsyncWebSocketClient("room", host=HOST, port=port) as ours:
-                await wait_until(ours.doc, lambda: "kept" in str(ours.doc.get("text", Text)))
+                await wait_until(ours.doc, lambda: "kept" in str(ours.doc.get("text", type=Text)))
         await js.wait_for(lambda s: s["status"] == "disconnected")
         # A new server on the same port: its room starts empty, and the client that comes back
         # fills it with what it has.
         async with AsyncWebSocketServer(host=HOST, port=port):
             await js.wait_for(lambda s: s["status"] == "connected" and s["synced"])
             async with AsyncWebSocketClient("room", host=HOST, port=port) as ours:
-                text = ours.doc.get("text", Text)
+                text = ours.doc.get("text", type=Text)
                 await wait_until(ours.doc, lambda: str(text) == "kept by the client")
 
 
@@ -105,7 +105,7 @@ async def test_our_clients_sync_through_the_reference_yjs_server() -> None:
             AsyncWebSocketClient("room", host=HOST, port=port) as a,
             AsyncWebSocketClient("room", host=HOST, port=port) as b,
         ):
-            ta, tb = a.doc.get("text", Text), b.doc.get("text", Text)
+            ta, tb = a.doc.get("text", type=Text), b.doc.get("text", type=Text)
             await js.wait_for(lambda s: bool(s["synced"]))
             await js.send("insert", value="<js>")
             ta.insert(0, "<a>")
@@ -114,7 +114,7 @@ async def test_our_clients_sync_through_the_reference_yjs_server() -> None:
             def blocking_client() -> str:
                 with WebSocketClient("room", host=HOST, port=port) as c:
                     c.pull()
-                    tc = c.doc.get("text", Text)
+                    tc = c.doc.get("text", type=Text)
                     tc += "<c>"
                     c.push()
                     while not has_all(str(tc), ["<js>", "<a>", "<b>", "<c>"]):

@@ -54,7 +54,10 @@ async def main(server_url: str, room: str) -> None:
         print(json.dumps({"text": str(text), "synced": synced}), flush=True)
 
     async with connect(f"{server_url}/{room}") as websocket:
-        async with Provider(doc, WebsocketsChannel(websocket, room)), anyio.create_task_group() as tg:
+        async with (
+            Provider(doc, WebsocketsChannel(websocket, room)),
+            anyio.create_task_group() as tg,
+        ):
 
             async def report() -> None:
                 async with doc.events() as events:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import anyio
 from pycrdt import Text
+
 from wire_websocket import AsyncWebSocketClient, WebSocketClient
 
 # The original's client rejects a bare host name: it needs the scheme.
@@ -23,11 +25,11 @@ def emit(text: Text) -> None:
     print(json.dumps({"text": str(text)}), flush=True)
 
 
-def apply(command: dict, text: Text) -> bool:
+def apply(command: dict[str, Any], text: Text) -> bool:
     if command["op"] == "insert":
         index = command.get("index")
         text.insert(len(text) if index is None else index, command["value"])
-    return command["op"] != "exit"
+    return bool(command["op"] != "exit")
 
 
 async def run_async(port: int, room: str) -> None:

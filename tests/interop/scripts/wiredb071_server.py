@@ -12,6 +12,7 @@ import socket
 import sys
 
 import anyio
+
 from wire_websocket import AsyncWebSocketServer
 
 
