@@ -68,8 +68,14 @@ def receive_until(ws: ClientConnection | ServerConnection, prefix: bytes) -> byt
 
 async def test_a_frame_holding_several_messages_is_handled_whole() -> None:
     async with AsyncWebSocketServer(host=HOST, port=0) as server:
-        async with AsyncWebSocketClient("r", host=HOST, port=server.port) as ours:
+        async with (
+            AsyncWebSocketClient("r", host=HOST, port=server.port) as ours,
+            AsyncWebSocketClient("r", host=HOST, port=server.port) as witness,
+        ):
             ours.awareness.set_local_state({"user": "ours"})
+            # Once another client has it, the room has it.
+            own = ours.doc.client_id
+            await wait_for_awareness(witness.awareness, lambda: own in witness.awareness.states)
 
             def raw_client() -> bytes:
                 with connect(f"ws://{HOST}:{server.port}/r") as ws:
