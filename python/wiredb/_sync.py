@@ -125,7 +125,7 @@ class AwarenessSync:
     and a peer that asks (query-awareness) is sent the local state again.
     """
 
-    def __init__(self, endpoint: Endpoint) -> None:
+    def __init__(self, endpoint: Link) -> None:
         self.endpoint = endpoint
         self.awareness: Awareness | None = None
         self._pending: list[bytes] = []
