@@ -74,7 +74,8 @@ async def test_a_state_set_to_none_is_removed_for_the_others() -> None:
 
 
 async def test_many_updates_before_first_use_are_asked_for_again() -> None:
-    async with AsyncWebSocketServer(host=HOST, port=0) as server:
+    # A rate limit that lets every update through.
+    async with AsyncWebSocketServer(host=HOST, port=0, max_awareness_per_second=1000) as server:
         async with (
             AsyncWebSocketClient("r", host=HOST, port=server.port) as busy,
             AsyncWebSocketClient("r", host=HOST, port=server.port) as late,
