@@ -325,8 +325,7 @@ fn peers(state: &RoomState) -> usize {
 /// (`Room.doc`, a store) that has no use for cursors, and would wake Python for each of them.
 fn broadcast_awareness(state: &RoomState, frame: Bytes) {
     for (id, member) in &state.members {
-        if member.kind == JoinKind::Peer && member.queue.push(frame.clone()) == Pushed::Overflowed
-        {
+        if member.kind == JoinKind::Peer && member.queue.push(frame.clone()) == Pushed::Overflowed {
             tracing::debug!(
                 member = id,
                 "member queue overflowed; it will be resynchronised"

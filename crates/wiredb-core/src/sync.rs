@@ -135,7 +135,9 @@ mod tests {
     #[test]
     fn a_frame_of_several_messages_is_read_whole_up_to_an_unknown_type() {
         let source = Doc::new();
-        let mut frame = Message::SyncStep1(Bytes::from_static(&[0])).encode().to_vec();
+        let mut frame = Message::SyncStep1(Bytes::from_static(&[0]))
+            .encode()
+            .to_vec();
         frame.extend_from_slice(&Message::Update(edit(&source, "a")).encode());
         frame.extend_from_slice(&Message::Awareness(Bytes::from_static(&[0])).encode());
         frame.extend_from_slice(&[42, 1, 2, 3]);
