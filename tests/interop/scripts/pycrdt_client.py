@@ -53,16 +53,14 @@ async def main(server_url: str, room: str) -> None:
     def emit() -> None:
         print(json.dumps({"text": str(text), "synced": synced}), flush=True)
 
-    async with connect(f"{server_url}/{room}") as websocket:
-        async with (
-            Provider(doc, WebsocketsChannel(websocket, room)),
-            anyio.create_task_group() as tg,
-        ):
+    # Subscribed before anything can change the document, so no change goes unreported.
+    async with doc.events() as events, connect(f"{server_url}/{room}") as websocket:
+        channel = WebsocketsChannel(websocket, room)
+        async with Provider(doc, channel), anyio.create_task_group() as tg:
 
             async def report() -> None:
-                async with doc.events() as events:
-                    async for _ in events:
-                        emit()
+                async for _ in events:
+                    emit()
 
             tg.start_soon(report)
             emit()

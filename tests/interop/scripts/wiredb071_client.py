@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 import anyio
-from pycrdt import Text
+from pycrdt import Doc, Text
 
 from wire_websocket import AsyncWebSocketClient, WebSocketClient
 
@@ -33,24 +33,25 @@ def apply(command: dict[str, Any], text: Text) -> bool:
 
 
 async def run_async(port: int, room: str) -> None:
-    async with AsyncWebSocketClient(room, host=HOST, port=port) as client:
-        text = client.doc.get("text", type=Text)
-        async with anyio.create_task_group() as tg:
+    doc: Doc = Doc()
+    text = doc.get("text", type=Text)
+    client = AsyncWebSocketClient(room, doc=doc, host=HOST, port=port)
+    # Subscribed before anything can change the document, so no change goes unreported.
+    async with doc.events() as events, client, anyio.create_task_group() as tg:
 
-            async def report() -> None:
-                async with client.doc.events() as events:
-                    async for _ in events:
-                        emit(text)
-
-            tg.start_soon(report)
-            emit(text)
-            async for line in anyio.wrap_file(sys.stdin):
-                if not apply(json.loads(line), text):
-                    break
+        async def report() -> None:
+            async for _ in events:
                 emit(text)
-            # Let the last updates go out before leaving.
-            await anyio.sleep(0.2)
-            tg.cancel_scope.cancel()
+
+        tg.start_soon(report)
+        emit(text)
+        async for line in anyio.wrap_file(sys.stdin):
+            if not apply(json.loads(line), text):
+                break
+            emit(text)
+        # Let the last updates go out before leaving.
+        await anyio.sleep(0.2)
+        tg.cancel_scope.cancel()
 
 
 def run_sync(port: int, room: str) -> None:
