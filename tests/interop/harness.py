@@ -50,15 +50,18 @@ def require(path: Path, what: str) -> None:
 def node() -> str:
     path = shutil.which("node")
     require(Path(path or "/nonexistent/node"), "Node.js")
-    require(NODE_MODULES / "yjs", "the npm packages (yjs, y-websocket, ws, @y/websocket-server)")
+    # setup.sh writes the stamp once `npm ci` succeeded.
+    require(
+        NODE_MODULES / ".installed", "the npm packages (yjs, y-websocket, ws, @y/websocket-server)"
+    )
     return str(path)
 
 
 def peer_python(name: str) -> str:
     """The Python of the peer's own virtual environment."""
-    python = PEERS / name / "bin" / "python"
-    require(python, f"the {name} virtual environment")
-    return str(python)
+    # setup.sh writes the stamp once everything is installed in it.
+    require(PEERS / name / ".installed", f"the {name} virtual environment")
+    return str(PEERS / name / "bin" / "python")
 
 
 def free_port() -> int:
