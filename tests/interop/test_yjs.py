@@ -59,6 +59,31 @@ async def test_yjs_clients_and_ours_converge_on_our_server() -> None:
             assert await to_thread.run_sync(late_join) == str(text)
 
 
+@pytest.mark.parametrize("server_kind", ["wiredb", "reference"])
+async def test_room_names_with_spaces_and_non_ascii_match_between_js_and_python(
+    server_kind: str,
+) -> None:
+    room = "a room/é"
+
+    async def scenario(port: int, server: AsyncWebSocketServer | None = None) -> None:
+        async with (
+            yjs_client(f"ws://{HOST}:{port}", room) as js,
+            AsyncWebSocketClient(room, host=HOST, port=port) as ours,
+        ):
+            text = ours.doc.get("text", type=Text)
+            text += "same room"
+            await js.wait_for(text_is("same room"))
+            if server is not None:
+                assert list(server.room_manager.rooms) == [room]
+
+    if server_kind == "wiredb":
+        async with AsyncWebSocketServer(host=HOST, port=0) as server:
+            await scenario(server.port, server)
+    else:
+        async with yjs_server() as port:
+            await scenario(port)
+
+
 async def test_a_yjs_client_that_reconnects_resyncs_both_ways() -> None:
     async with AsyncWebSocketServer(host=HOST, port=0) as server:
         url = f"ws://{HOST}:{server.port}"
