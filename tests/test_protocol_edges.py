@@ -203,3 +203,17 @@ async def test_our_client_handles_auth_query_unknown_and_packed_frames_from_a_se
     assert b"client" in seen["announced"]
     assert b"client" in seen["answered"]
     assert "permission denied: read-only" in caplog.text
+
+
+async def test_an_awareness_update_is_echoed_to_its_sender() -> None:
+    """y-websocket clients count their own awareness renewals coming back as signs of life: a
+    client alone in a room that heard nothing for 30 s would reconnect."""
+    async with AsyncWebSocketServer(host=HOST, port=0) as server:
+
+        def lone_client() -> bytes:
+            with connect(f"ws://{HOST}:{server.port}/alone") as ws:
+                ws.send(awareness_message(42, 3, '{"user":"alone"}'))
+                return receive_until(ws, b"\x01")
+
+        echo = await to_thread.run_sync(lone_client)
+        assert echo == awareness_message(42, 3, '{"user":"alone"}')
