@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs (a virtualenv in .venv, the wheel built from this
-# checkout, the test tools) and runs every check: Rust format, lints and tests, the Python
-# build, ruff, mypy, and pytest on asyncio and trio.
+# checkout, the test tools, the interop peers) and runs every check: Rust format, lints and
+# tests, the Python build, ruff, mypy, and pytest on asyncio and trio, with the newest pycrdt
+# and again with the oldest one supported (0.12.41, in .venv-pycrdt012).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,14 +40,38 @@ if [ "$(cat .venv-original/installed.txt 2>/dev/null)" != "${original[*]}" ]; th
     fi
 fi
 
-echo "== pytest"
-# Run from outside the source tree so that the installed wheel is what is tested.
-set +e
-python -m pytest -c pyproject.toml --rootdir . "$@"
-status=$?
-set -e
-if [ "$status" -eq 5 ]; then
-    echo "pytest collected no tests: that is a failure" >&2
+echo "== interop peers (npm ci, PyPI peers in their own virtualenvs)"
+# A failure here is not fatal by itself: the interop tests then fail (CI=true) or skip.
+interop_status=0
+PYTHON=python3 tests/interop/setup.sh || interop_status=$?
+if [ "$interop_status" -ne 0 ]; then
+    echo "interop peers could not all be installed (status $interop_status)" >&2
+fi
+
+run_pytest() {
+    # Run from the root, with the installed wheel (not python/) on the path.
+    local status=0
+    "$1" -m pytest -c pyproject.toml --rootdir . "${@:2}" || status=$?
+    if [ "$status" -eq 5 ]; then
+        echo "pytest collected no tests: that is a failure" >&2
+        status=1
+    fi
+    return "$status"
+}
+
+echo "== pytest (pycrdt $(python -c 'import importlib.metadata as m; print(m.version("pycrdt"))'))"
+status=0
+run_pytest python "$@" || status=$?
+
+echo "== pytest again on the oldest pycrdt supported (0.12.41), same wheel"
+python3 -m venv .venv-pycrdt012
+.venv-pycrdt012/bin/python -m pip install -q --upgrade pip
+.venv-pycrdt012/bin/python -m pip install -q "$(ls dist/wiredb-*.whl)[test]" "pycrdt==0.12.41"
+.venv-pycrdt012/bin/python -m pip install -q --force-reinstall --no-deps "$(ls dist/wiredb-*.whl)"
+old_status=0
+run_pytest .venv-pycrdt012/bin/python "$@" || old_status=$?
+
+if [ "$status" -ne 0 ] || [ "$old_status" -ne 0 ]; then
+    echo "pytest failed: newest pycrdt $status, pycrdt 0.12.41 $old_status" >&2
     exit 1
 fi
-exit "$status"

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from anyio import Event, fail_after
-from pycrdt import Doc
+from pycrdt import Awareness, Doc
 
 
 async def wait_until(doc: Doc[Any], predicate: Callable[[], bool], timeout: float = 10) -> None:
@@ -21,3 +21,19 @@ async def wait_until(doc: Doc[Any], predicate: Callable[[], bool], timeout: floa
                 await changed.wait()
             finally:
                 doc.unobserve(subscription)
+
+
+async def wait_for_awareness(
+    awareness: Awareness, predicate: Callable[[], bool], timeout: float = 10
+) -> None:
+    """Waits until `predicate()` holds, re-checking on every change of `awareness`."""
+    with fail_after(timeout):
+        while not predicate():
+            changed = Event()
+            subscription = awareness.observe(lambda topic, event: changed.set())  # noqa: B023
+            try:
+                if predicate():
+                    return
+                await changed.wait()
+            finally:
+                awareness.unobserve(subscription)

@@ -10,7 +10,7 @@ from typing import Any
 
 from anyio import Event, create_task_group, move_on_after
 from anyio.abc import TaskGroup
-from pycrdt import Doc
+from pycrdt import Awareness, Doc
 
 from ._channel import AsyncChannel, Channel
 from ._doc import Doc as WireDoc
@@ -34,6 +34,7 @@ class AsyncClient:
     ```py
     async with AsyncClient(MyChannel(...)) as client:
         client.doc.get("text", Text).insert(0, "Hello")
+        client.awareness.set_local_state({"user": "alice", "cursor": 5})
     ```
     """
 
@@ -60,10 +61,41 @@ class AsyncClient:
         self._sync: DocSync | None = None
         self._task_group: TaskGroup | None = None
         self._closed = Event()
+        self._awareness: Awareness | None = None
 
     @property
     def doc(self) -> Doc[Any]:
         return self._doc
+
+    @property
+    def awareness(self) -> Awareness:
+        """The room's awareness: who is there and their cursors, user names... A
+        `pycrdt.Awareness` of this client's document, synced from its first use on.
+
+        Set the local state with `set_local_state()`, read the peers' in `states` (by client
+        ID), follow changes with `observe()`. From first use, the local state (`{}` at first,
+        as in Yjs) is announced, sent on each change and renewed every 15 s; peers' states
+        arrive as they change, and are removed when the server says their client left or
+        after 30 s without a renewal. When this client closes, its peers are told it left.
+        A client that never uses `awareness` sends and parses no awareness message.
+
+        ```py
+        async with AsyncWebSocketClient("room", host="localhost", port=8000) as client:
+            client.awareness.set_local_state({"user": {"name": "alice"}, "cursor": 3})
+            client.awareness.observe(lambda topic, event: print(topic, event))
+            me = client.doc.client_id
+            others = {id: s for id, s in client.awareness.states.items() if id != me}
+        ```
+        """
+        if self._awareness is None:
+            self._awareness = Awareness(self._doc)
+            if self._sync is not None and self._task_group is not None:
+                self._start_awareness(self._sync, self._task_group, self._awareness)
+        return self._awareness
+
+    def _start_awareness(self, sync: DocSync, task_group: TaskGroup, awareness: Awareness) -> None:
+        sync.awareness.activate(awareness)
+        task_group.start_soon(keep_awareness, awareness)
 
     @property
     def synchronized(self) -> Event:
@@ -114,6 +146,8 @@ class AsyncClient:
         sync.start()
         first = Event()
         task_group.start_soon(self._run, sync, first)
+        if self._awareness is not None:
+            self._start_awareness(sync, task_group, self._awareness)
         try:
             # Connected once the peer's first message arrived; synchronized once its answer
             # is applied (a client that pulls by hand synchronizes on its first pull).
@@ -135,6 +169,7 @@ class AsyncClient:
         self._sync = self._task_group = None
         sync.stop()
         if sync.closed is None:
+            sync.awareness.close()
             sync.endpoint.close()
             with move_on_after(CLOSE_TIMEOUT, shield=True):
                 await self._closed.wait()
@@ -264,6 +299,23 @@ class Client:
         self._sync = self._link = None
 
 
+async def keep_awareness(awareness: Awareness) -> None:
+    """Runs pycrdt's awareness timer (renews the local state, drops silent peers) until
+    cancelled, and leaves it stopped so that the awareness can be started again."""
+    started = False
+    try:
+        async with create_task_group() as task_group:
+            try:
+                await task_group.start(awareness.start)
+            except RuntimeError:
+                log.debug("the awareness timer was started elsewhere; leaving it to that")
+                return
+            started = True
+    finally:
+        if started:
+            await awareness.stop()
+
+
 async def wait_first(*events: Event) -> None:
     """Returns as soon as one of the events is set."""
     async with create_task_group() as task_group:
@@ -288,6 +340,11 @@ class AsyncClientMixin:
     @property
     def synchronized(self) -> Event:
         return self._client.synchronized
+
+    @property
+    def awareness(self) -> Awareness:
+        """The room's awareness, a `pycrdt.Awareness` (see `AsyncClient.awareness`)."""
+        return self._client.awareness
 
     def push(self) -> None:
         self._client.push()

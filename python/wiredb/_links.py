@@ -22,6 +22,9 @@ from ._wiredb import (
 
 log = logging.getLogger("wiredb")
 
+#: A y-protocols query-awareness message (it has no payload).
+QUERY_AWARENESS = b"\x03"
+
 #: Received frames a channel link holds before it stops reading from its channel.
 MAX_PENDING_FRAMES = 1024
 
@@ -31,6 +34,7 @@ class Link(Protocol):
     def send_step2(self, update: bytes) -> None: ...
     def send_update(self, update: bytes) -> None: ...
     def send_awareness(self, payload: bytes) -> None: ...
+    def send_query_awareness(self) -> None: ...
     def receive(self) -> Batch: ...
     def close(self, code: int = 1000, reason: str = "") -> None: ...
 
@@ -69,6 +73,9 @@ class AsyncChannelLink:
 
     def send_awareness(self, payload: bytes) -> None:
         self._send(frame_awareness(payload))
+
+    def send_query_awareness(self) -> None:
+        self._send(QUERY_AWARENESS)
 
     def receive(self) -> Batch:
         frames, self._incoming = self._incoming, []
@@ -141,6 +148,9 @@ class ChannelLink:
 
     def send_awareness(self, payload: bytes) -> None:
         self._channel.send(frame_awareness(payload))
+
+    def send_query_awareness(self) -> None:
+        self._channel.send(QUERY_AWARENESS)
 
     def receive(self) -> Batch:
         frames, self._held = self._held, []

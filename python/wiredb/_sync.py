@@ -4,6 +4,9 @@ The link does the protocol and the I/O; this class only moves bytes between it a
 the document: local changes out (as they happen, or on `push()`), remote changes in (everything
 pending merged into one update, applied once). An update received from the endpoint is never
 sent back to it.
+
+`AwarenessSync` does the same for a `pycrdt.Awareness` (who is there, their cursors): the local
+state out, the peers' states in.
 """
 
 from __future__ import annotations
@@ -11,12 +14,18 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pycrdt import Doc, Subscription, TransactionEvent, merge_updates
+from pycrdt import Awareness, Doc, Encoder, Subscription, TransactionEvent, merge_updates
 
 from ._links import Link
 from ._wiredb import Batch
 
 log = logging.getLogger("wiredb")
+
+#: The origin given to awareness changes that came from the peer (they are never sent back).
+REMOTE = "remote"
+#: Awareness updates kept for an awareness not used yet; past it they are dropped and the
+#: states are asked for again on first use.
+PENDING_AWARENESS_LIMIT = 256
 
 
 class DocSync:
@@ -34,6 +43,7 @@ class DocSync:
         self._remote_synced = False
         self._pull_requested = False
         self._subscription: Subscription | None = doc.observe(self._on_change)
+        self.awareness = AwarenessSync(endpoint)
 
     def start(self) -> None:
         """Opens the sync: sends our state vector (sync step 1)."""
@@ -66,6 +76,9 @@ class DocSync:
         for state_vector in batch.step1:
             self.endpoint.send_step2(self.doc.get_update(state_vector))
         self._remote.extend(batch.updates)
+        self.awareness.receive(batch.awareness)
+        if batch.query_awareness:
+            self.awareness.announce()
         if batch.synced:
             self._remote_synced = True
         if batch.denied is not None:
@@ -77,6 +90,7 @@ class DocSync:
             self._apply_remote()
         if batch.closed is not None:
             self.closed = batch.closed
+            self.awareness.closed()
 
     def _apply_remote(self) -> None:
         if self._remote:
@@ -100,3 +114,108 @@ class DocSync:
         if self._subscription is not None:
             self.doc.unobserve(self._subscription)
             self._subscription = None
+
+
+class AwarenessSync:
+    """Keeps a `pycrdt.Awareness` in sync through an endpoint.
+
+    Until `activate()` nothing is sent and the received updates are only kept (up to a limit),
+    so a client that never looks at the awareness costs nothing per cursor move. Once active:
+    the local state is announced, each local change is sent, the peers' updates are applied,
+    and a peer that asks (query-awareness) is sent the local state again.
+    """
+
+    def __init__(self, endpoint: Link) -> None:
+        self.endpoint = endpoint
+        self.awareness: Awareness | None = None
+        self._pending: list[bytes] = []
+        self._missed = False
+        self._open = True
+        self._subscription: str | None = None
+
+    def activate(self, awareness: Awareness) -> None:
+        """Starts syncing `awareness`: what arrived so far is applied, the local state sent."""
+        if self.awareness is not None or not self._open:
+            return
+        self.awareness = awareness
+        self._subscription = awareness.observe(self._on_change)
+        pending, self._pending = self._pending, []
+        self.receive(pending)
+        if self._missed:
+            self.endpoint.send_query_awareness()
+        state = awareness.get_local_state()
+        if state is not None:
+            # A new clock, so that peers who saw this client leave an earlier connection take
+            # it as back (an equal clock would be ignored); observers see no change.
+            awareness.set_local_state(state)
+
+    def announce(self) -> None:
+        """Sends the local state again (asked for by the peer)."""
+        awareness = self.awareness
+        if awareness is not None and self._open and awareness.get_local_state() is not None:
+            self.endpoint.send_awareness(awareness.encode_awareness_update([awareness.client_id]))
+
+    def receive(self, payloads: list[bytes]) -> None:
+        """Applies awareness updates from the peer (keeps them while not active)."""
+        if not payloads:
+            return
+        awareness = self.awareness
+        if awareness is None:
+            self._pending.extend(payloads)
+            if len(self._pending) > PENDING_AWARENESS_LIMIT:
+                self._pending.clear()
+                self._missed = True
+            return
+        for payload in payloads:
+            try:
+                awareness.apply_awareness_update(payload, REMOTE)
+            except Exception as error:
+                log.warning("skipped a malformed awareness update: %s", error)
+
+    def _on_change(self, topic: str, event: tuple[dict[str, Any], Any]) -> None:
+        awareness = self.awareness
+        if topic != "update" or awareness is None or not self._open:
+            return
+        changes, origin = event
+        own = awareness.client_id
+        if own not in (*changes["added"], *changes["updated"], *changes["removed"]):
+            return
+        if origin == REMOTE and awareness.get_local_state() is None:
+            return
+        # A peer that tried to remove our live state made pycrdt bump our clock: sending the
+        # state at that clock tells everyone this client is still here.
+        self.endpoint.send_awareness(awareness.encode_awareness_update([own]))
+
+    def close(self) -> None:
+        """Our side closes: peers are told this client left (its state at the same clock,
+        null, as y-websocket does), then the peers' states are dropped."""
+        awareness = self.awareness
+        if awareness is not None and self._open and awareness.get_local_state() is not None:
+            own = awareness.client_id
+            self.endpoint.send_awareness(encode_removal(own, awareness.meta[own]["clock"]))
+        self.closed()
+
+    def closed(self) -> None:
+        """The connection ended: the peers' states are gone with it (observers see them go)."""
+        if not self._open:
+            return
+        self._open = False
+        self._pending.clear()
+        awareness = self.awareness
+        if awareness is None:
+            return
+        if self._subscription is not None:
+            awareness.unobserve(self._subscription)
+            self._subscription = None
+        others = [client for client in awareness.states if client != awareness.client_id]
+        awareness.remove_awareness_states(others, "closed")
+
+
+def encode_removal(client_id: int, clock: int) -> bytes:
+    """An awareness update saying that `client_id` has no state any more."""
+    encoder = Encoder()
+    encoder.write_var_uint(1)
+    encoder.write_var_uint(client_id)
+    encoder.write_var_uint(clock)
+    encoder.write_var_string("null")
+    return encoder.to_bytes()

@@ -37,6 +37,9 @@ class Batch:
     def awareness(self) -> list[bytes]:
         """Awareness updates, in order."""
     @property
+    def query_awareness(self) -> bool:
+        """The peer asked for our awareness states."""
+    @property
     def denied(self) -> str | None:
         """The peer refused permission, with this reason."""
     @property
@@ -62,6 +65,8 @@ class Endpoint:
     def send_update(self, update: bytes) -> None:
         """Queues a local update (never waits). Raises ValueError if a room rejects it."""
     def send_awareness(self, payload: bytes) -> None: ...
+    def send_query_awareness(self) -> None:
+        """Asks the peer for every awareness state it knows."""
     def send_frame(self, frame: bytes) -> None:
         """Hands a raw frame to the room; ValueError if it is malformed or rejected."""
     def receive_frames(self) -> tuple[list[bytes], tuple[int, str] | None]:

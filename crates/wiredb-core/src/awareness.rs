@@ -135,8 +135,11 @@ impl AwarenessTable {
             if entry.owner != member {
                 return true;
             }
+            // Removed at the same clock, as y-protocols' server does: peers take a null state
+            // at an equal clock as a removal, and the client's next renewal (clock + 1) is
+            // then accepted again, should it come back on another connection.
             if entry.state != NULL_STATE {
-                removed.push((*client, entry.clock + 1));
+                removed.push((*client, entry.clock));
             }
             false
         });
@@ -201,11 +204,11 @@ mod tests {
     }
 
     #[test]
-    fn a_leaver_s_states_are_removed_with_a_newer_clock() {
+    fn a_leaver_s_states_are_removed_at_their_clock() {
         let mut table = AwarenessTable::default();
         table.apply(1, &update(&[(10, 3, "{}")]), 1 << 16).unwrap();
         table.apply(2, &update(&[(20, 1, "{}")]), 1 << 16).unwrap();
-        assert_eq!(table.remove_member(1), Some(update(&[(10, 4, "null")])));
+        assert_eq!(table.remove_member(1), Some(update(&[(10, 3, "null")])));
         assert_eq!(table.snapshot(), Some(update(&[(20, 1, "{}")])));
         assert_eq!(table.remove_member(1), None);
     }

@@ -168,7 +168,7 @@ impl RoomCore {
         let mut state = self.lock();
         state.members.remove(&member);
         if let Some(removal) = state.awareness.remove_member(member) {
-            broadcast(&state, member, Message::Awareness(removal).encode());
+            broadcast_awareness(&state, Message::Awareness(removal).encode());
         }
         peers(&state)
     }
@@ -232,7 +232,11 @@ impl RoomCore {
                         .awareness
                         .apply(member, &payload, limits.max_awareness_state_bytes)?;
                 if let Some(relay) = relay {
-                    broadcast(&state, member, Message::Awareness(relay).encode());
+                    // Sent back to its sender too: a y-websocket client that hears nothing for
+                    // 30 s drops its connection, and alone in a room the echo of its own
+                    // 15-second awareness renewal is all it hears (the reference server
+                    // echoes awareness the same way).
+                    broadcast_awareness(&state, Message::Awareness(relay).encode());
                 }
             }
             Message::QueryAwareness => {
@@ -315,6 +319,19 @@ fn peers(state: &RoomState) -> usize {
         .values()
         .filter(|m| m.kind == JoinKind::Peer)
         .count()
+}
+
+/// Awareness goes to every peer, the sender included, and to no mirror: a mirror is a document
+/// (`Room.doc`, a store) that has no use for cursors, and would wake Python for each of them.
+fn broadcast_awareness(state: &RoomState, frame: Bytes) {
+    for (id, member) in &state.members {
+        if member.kind == JoinKind::Peer && member.queue.push(frame.clone()) == Pushed::Overflowed {
+            tracing::debug!(
+                member = id,
+                "member queue overflowed; it will be resynchronised"
+            );
+        }
+    }
 }
 
 fn broadcast(state: &RoomState, sender: MemberId, frame: Bytes) {
@@ -416,20 +433,26 @@ mod tests {
     #[test]
     fn awareness_is_relayed_sent_to_joiners_and_removed_on_leave() {
         let room = RoomCore::new("r", RoomLimits::default());
-        let (qa, qb) = (queue(), queue());
-        let a = room.join(qa, JoinKind::Peer);
+        let (qa, qb, qm) = (queue(), queue(), queue());
+        let a = room.join(qa.clone(), JoinKind::Peer);
         let b = room.join(qb.clone(), JoinKind::Peer);
+        room.join(qm.clone(), JoinKind::Mirror);
+        qa.drain();
         qb.drain();
+        qm.drain();
         let state = crate::awareness::encode_update([(7, 1, &b"{\"x\":1}"[..])]);
         room.handle(a, Message::Awareness(state.clone())).unwrap();
         assert_eq!(messages(&qb), vec![Message::Awareness(state.clone())]);
+        // Echoed to its sender (y-websocket's liveness check), never sent to a mirror.
+        assert_eq!(messages(&qa), vec![Message::Awareness(state.clone())]);
+        assert!(messages(&qm).is_empty());
 
         let qc = queue();
         room.join(qc.clone(), JoinKind::Peer);
         assert!(messages(&qc).contains(&Message::Awareness(state)));
 
         assert_eq!(room.leave(a), 2);
-        let removal = crate::awareness::encode_update([(7, 2, &b"null"[..])]);
+        let removal = crate::awareness::encode_update([(7, 1, &b"null"[..])]);
         assert_eq!(messages(&qb), vec![Message::Awareness(removal)]);
         assert_eq!(room.leave(b), 1);
     }

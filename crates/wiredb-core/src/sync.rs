@@ -17,6 +17,8 @@ pub struct Batch {
     pub synced: bool,
     /// Awareness updates, in order.
     pub awareness: Vec<Bytes>,
+    /// The peer asked for our awareness states (y-protocols query-awareness).
+    pub query_awareness: bool,
     /// The peer refused permission (y-protocols auth), with its reason.
     pub denied: Option<String>,
     /// Frames that could not be decoded, described (they are skipped).
@@ -29,6 +31,7 @@ impl Batch {
             && self.step1.is_empty()
             && !self.synced
             && self.awareness.is_empty()
+            && !self.query_awareness
             && self.denied.is_none()
             && self.errors.is_empty()
     }
@@ -57,7 +60,10 @@ pub fn absorb(frames: &[Bytes], limits: &GuardLimits) -> Batch {
                 Message::Auth { kind: 0, reason } => {
                     batch.denied = Some(String::from_utf8_lossy(&reason).into_owned());
                 }
-                Message::Auth { .. } | Message::QueryAwareness | Message::Unknown(_) => {}
+                Message::QueryAwareness => batch.query_awareness = true,
+                // Other auth sub-types are not defined by y-protocols; unknown types are
+                // ignored (y-protocols' rule), as is the rest of their frame.
+                Message::Auth { .. } | Message::Unknown(_) => {}
             }
         }
     }
@@ -115,6 +121,7 @@ mod tests {
             }
             .encode(),
             Bytes::from_static(&[0, 9]),
+            Message::QueryAwareness.encode(),
         ];
         let batch = absorb(&frames, &GuardLimits::default());
         assert_eq!(batch.step1.len(), 1);
@@ -122,5 +129,22 @@ mod tests {
         assert!(batch.updates.is_empty());
         assert_eq!(batch.denied.as_deref(), Some("read-only"));
         assert_eq!(batch.errors.len(), 1);
+        assert!(batch.query_awareness);
+    }
+
+    #[test]
+    fn a_frame_of_several_messages_is_read_whole_up_to_an_unknown_type() {
+        let source = Doc::new();
+        let mut frame = Message::SyncStep1(Bytes::from_static(&[0]))
+            .encode()
+            .to_vec();
+        frame.extend_from_slice(&Message::Update(edit(&source, "a")).encode());
+        frame.extend_from_slice(&Message::Awareness(Bytes::from_static(&[0])).encode());
+        frame.extend_from_slice(&[42, 1, 2, 3]);
+        let batch = absorb(&[Bytes::from(frame)], &GuardLimits::default());
+        assert_eq!(batch.step1.len(), 1);
+        assert_eq!(batch.updates.len(), 1);
+        assert_eq!(batch.awareness.len(), 1);
+        assert!(batch.errors.is_empty());
     }
 }

@@ -120,6 +120,11 @@ impl Endpoint {
         self.send(py, Message::Awareness(Bytes::copy_from_slice(payload)))
     }
 
+    /// Asks the peer for every awareness state it knows (a room answers with its snapshot).
+    fn send_query_awareness(&self, py: Python<'_>) -> PyResult<()> {
+        self.send(py, Message::QueryAwareness)
+    }
+
     /// Takes everything that arrived, pending updates merged into one.
     fn receive(&self, py: Python<'_>) -> Batch {
         py.detach(|| {
@@ -227,6 +232,11 @@ impl Batch {
     #[getter]
     fn awareness<'py>(&self, py: Python<'py>) -> Vec<Bound<'py, PyBytes>> {
         to_bytes(py, &self.batch.awareness)
+    }
+
+    #[getter]
+    fn query_awareness(&self) -> bool {
+        self.batch.query_awareness
     }
 
     #[getter]
