@@ -130,12 +130,30 @@ pub fn connect(
         inbound: inbound.clone(),
     };
     let url = url.to_owned();
+    // rustls needs a process-wide crypto provider; the first connection installs ring's.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     tokio::spawn(async move {
+        // Whatever ends this task, a panic included, the local side must learn the connection
+        // is over rather than wait forever.
+        let closer = CloseOnDrop(inbound.clone());
         if let Err(reason) = run(&url, headers, &outbound, &inbound, max_message_bytes).await {
             inbound.close(reason);
         }
+        drop(closer);
     });
     client
+}
+
+/// Closes the inbound queue when dropped, as a last resort (the first close reason wins).
+struct CloseOnDrop(Arc<FrameQueue>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close(CloseReason::new(
+            1006,
+            "the connection task ended unexpectedly",
+        ));
+    }
 }
 
 async fn run(
