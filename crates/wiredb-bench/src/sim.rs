@@ -185,9 +185,12 @@ impl SimClient {
         ledger: &Rc<RefCell<Ledger>>,
         defer: bool,
     ) -> Result<Rc<SimClient>, SimError> {
+        // tungstenite zero-fills its read buffer before every read: the default 128 KiB would
+        // cost more than the frames in it.
         let config = WebSocketConfig::default()
             .max_message_size(None)
-            .max_frame_size(None);
+            .max_frame_size(None)
+            .read_buffer_size(16 << 10);
         let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
             .await
             .map_err(|e| SimError::Connect {
@@ -517,4 +520,54 @@ pub fn check_room(clients: &[Rc<SimClient>]) -> Result<(), SimError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_edit_is_delivered_once_per_receiver_and_repeats_do_not_count() {
+        let ledger = Ledger::new();
+        let mut l = ledger.borrow_mut();
+        let (author, _) = l.register();
+        l.record_edit(author, 2, Instant::now());
+        l.record_edit(author, 2, Instant::now());
+        let (mut seen_a, mut seen_b) = (0, 0);
+        // Receiver A gets both edits in one update, then again (an echo or a resync).
+        l.arrived(&mut seen_a, author, 0, 2 * EDIT_LEN, Instant::now());
+        l.arrived(&mut seen_a, author, 0, 2 * EDIT_LEN, Instant::now());
+        assert_eq!((l.deliveries, l.outstanding), (2, 2));
+        assert_eq!(l.inflight[author], 2);
+        // Receiver B gets the first only: the second is still missing.
+        l.arrived(&mut seen_b, author, 0, EDIT_LEN, Instant::now());
+        assert_eq!((l.deliveries, l.outstanding, l.inflight[author]), (3, 1, 1));
+        l.arrived(&mut seen_b, author, EDIT_LEN, 2 * EDIT_LEN, Instant::now());
+        assert_eq!((l.deliveries, l.outstanding, l.inflight[author]), (4, 0, 0));
+        assert_eq!(l.latencies_us.len(), 4);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_missing_delivery_fails_the_drain() {
+        let ledger = Ledger::new();
+        {
+            let mut l = ledger.borrow_mut();
+            let (author, _) = l.register();
+            l.record_edit(author, 1, Instant::now());
+        }
+        let result = drained(&ledger, Duration::from_millis(20)).await;
+        assert!(matches!(result, Err(SimError::Timeout(_))));
+    }
+
+    #[test]
+    fn untracked_authors_and_clocks_beyond_the_edits_are_ignored() {
+        let ledger = Ledger::new();
+        let mut l = ledger.borrow_mut();
+        let (author, _) = l.register();
+        l.record_edit(author, 1, Instant::now());
+        let mut seen = 0;
+        l.arrived(&mut seen, 7, 0, 400, Instant::now());
+        l.arrived(&mut seen, author, 0, 10 * EDIT_LEN, Instant::now());
+        assert_eq!((l.deliveries, l.outstanding), (1, 0));
+    }
 }
