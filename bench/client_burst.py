@@ -14,6 +14,7 @@ import time
 
 import anyio
 from pycrdt import Text
+
 from wire_websocket import AsyncWebSocketClient
 
 EDIT_LEN = 4

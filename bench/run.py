@@ -55,7 +55,12 @@ def servers(python: str) -> dict[str, Server]:
         ),
         "node": Server(
             "node",
-            ["node", str(OUT / "node" / "node_modules" / "@y" / "websocket-server" / "src" / "server.js")],
+            [
+                "node",
+                str(
+                    OUT / "node" / "node_modules" / "@y" / "websocket-server" / "src" / "server.js"
+                ),
+            ],
         ),
     }
 
@@ -93,7 +98,10 @@ class Running:
             args += ["--port", str(self.port)]
         self.log = log.open("wb")
         self.proc = subprocess.Popen(
-            ["taskset", "-c", SERVER_CORE, *args], env=env, stdout=self.log, stderr=subprocess.STDOUT
+            ["taskset", "-c", SERVER_CORE, *args],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         try:
             wait_port(self.port, self.proc)
@@ -132,7 +140,9 @@ def run_loadgen(loadgen: str, args: list[str], limit: float) -> list[dict[str, A
     )
     reports = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     if not reports:
-        reports = [{"ok": False, "error": f"loadgen exited {proc.returncode}: {proc.stderr[-500:]}"}]
+        reports = [
+            {"ok": False, "error": f"loadgen exited {proc.returncode}: {proc.stderr[-500:]}"}
+        ]
     return reports
 
 
@@ -140,7 +150,9 @@ def workload(loadgen: str, server: Server, name: str, logs: Path) -> dict[str, A
     try:
         with Running(server, logs / f"{server.name}-{name}.log") as running:
             url = f"ws://127.0.0.1:{running.port}"
-            return run_loadgen(loadgen, ["--url", url, "--server-pid", str(running.pid), name], 300)[0]
+            return run_loadgen(
+                loadgen, ["--url", url, "--server-pid", str(running.pid), name], 300
+            )[0]
     except (RuntimeError, subprocess.TimeoutExpired) as error:
         return {"ok": False, "error": str(error)}
 
@@ -158,11 +170,14 @@ def client_burst(loadgen: str, python: str, logs: Path, name: str) -> dict[str, 
         if not line.startswith("READY "):
             return {"ok": False, "error": "burst server did not start"}
         port = line.split()[1]
+        script, updates = str(ROOT / "bench" / "client_burst.py"), str(BURST_UPDATES)
         proc = subprocess.run(
-            ["taskset", "-c", SERVER_CORE, python, str(ROOT / "bench" / "client_burst.py"), "--port", port,
-             "--updates", str(BURST_UPDATES)],
-            capture_output=True, text=True, timeout=300, env={**os.environ, "WIREDB_THREADS": "1"},
-        )  # fmt: skip
+            ["taskset", "-c", SERVER_CORE, python, script, "--port", port, "--updates", updates],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "WIREDB_THREADS": "1"},
+        )
         (logs / f"{name}-burst.log").write_text(proc.stderr)
         if proc.returncode != 0:
             return {"ok": False, "error": proc.stderr[-500:]}
@@ -188,6 +203,7 @@ ROWS = [
     ("w3 server CPU per join", "w3", "server_cpu_ms_per_join", "ms", True),
     ("w4 RSS per idle connection", "w4", "rss_kib_per_connection", "KiB", True),
     ("w5 deliveries/s (saturation)", "w5", "deliveries_per_s", "/s", False),
+    ("w5 deliveries per server CPU-second", "w5", "deliveries_per_server_cpu_s", "/s", False),
     ("w5 server CPU per delivery", "w5", "server_cpu_us_per_delivery", "us", True),
     ("w5 server core busy", "w5", "server_util", "", False),
     ("w5 latency p50", "w5", "latency.p50_us", "us", True),
@@ -227,7 +243,9 @@ def targets(results: dict[str, dict[str, Any]]) -> list[tuple[str, bool | None, 
         orig = v(w, "original", "server_cpu_us_per_delivery")
         node = v(w, "node", "server_cpu_us_per_delivery")
         if ours is not None and orig is not None:
-            check(f"{w} CPU/delivery <= 1/20 original", ours, ours * 20 <= orig, f"{orig / ours:.1f}x")
+            check(
+                f"{w} CPU/delivery <= 1/20 original", ours, ours * 20 <= orig, f"{orig / ours:.1f}x"
+            )
         if ours is not None and node is not None:
             check(f"{w} CPU/delivery <= 1/4 node", ours, ours * 4 <= node, f"{node / ours:.1f}x")
     p50, p99 = v("w1", "wiredb", "latency.p50_us"), v("w1", "wiredb", "latency.p99_us")
@@ -243,6 +261,15 @@ def targets(results: dict[str, dict[str, Any]]) -> list[tuple[str, bool | None, 
     ours, node = v("w5", "wiredb", "deliveries_per_s"), v("w5", "node", "deliveries_per_s")
     if ours is not None and node is not None:
         check("w5 >= 10x node deliveries/s", ours, ours >= 10 * node, f"{ours / node:.1f}x")
+    ours = v("w5", "wiredb", "deliveries_per_server_cpu_s")
+    node = v("w5", "node", "deliveries_per_server_cpu_s")
+    if ours is not None and node is not None:
+        check(
+            "w5 >= 10x node deliveries per server CPU-second (a whole core each)",
+            ours,
+            ours >= 10 * node,
+            f"{ours / node:.1f}x",
+        )
     ours = get(results.get("client-burst", {}).get("wiredb"), "updates_per_s")
     orig = get(results.get("client-burst", {}).get("original"), "updates_per_s")
     if ours is not None and orig is not None:
@@ -250,7 +277,9 @@ def targets(results: dict[str, dict[str, Any]]) -> list[tuple[str, bool | None, 
     ours = get(results.get("w1", {}).get("wiredb-doc"), "server_cpu_us_per_delivery")
     orig = get(results.get("w1", {}).get("original"), "server_cpu_us_per_delivery")
     if ours is not None and orig is not None:
-        check("room with Room.doc in use, CPU/delivery vs original", ours, None, f"{orig / ours:.1f}x")
+        check(
+            "room with Room.doc in use, CPU/delivery vs original", ours, None, f"{orig / ours:.1f}x"
+        )
     return checks
 
 
@@ -259,7 +288,13 @@ def table(results: dict[str, dict[str, Any]], names: list[str]) -> str:
     header = ["figure", "wiredb", *[f"{p} (x)" for p in peers]]
     rows = [header]
     extra = [
-        ("w1 CPU/delivery, Room.doc in use", "w1", "server_cpu_us_per_delivery", "us", "wiredb-doc"),
+        (
+            "w1 CPU/delivery, Room.doc in use",
+            "w1",
+            "server_cpu_us_per_delivery",
+            "us",
+            "wiredb-doc",
+        ),
         ("client burst updates/s", "client-burst", "updates_per_s", "/s", "wiredb"),
     ]
     for label, w, path, unit, _ in ROWS:
@@ -289,8 +324,12 @@ def table(results: dict[str, dict[str, Any]], names: list[str]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="convergence only, against wiredb only")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="convergence only, against wiredb only"
+    )
     parser.add_argument("--python", default=str(OUT / "venv-wiredb" / "bin" / "python"))
     parser.add_argument("--loadgen", default=str(ROOT / "target" / "release" / "wiredb-loadgen"))
     parser.add_argument("--servers", default=",".join(["wiredb", *PEERS]))
@@ -306,7 +345,8 @@ def main() -> int:
             url = f"ws://127.0.0.1:{running.port}"
             reports = run_loadgen(args.loadgen, ["--url", url, "--prefix", "smoke-", "smoke"], 120)
         for report in reports:
-            print(f"{report.get('workload', '?')}: {'converged' if report.get('ok') else report.get('error')}")
+            outcome = "converged" if report.get("ok") else report.get("error")
+            print(f"{report.get('workload', '?')}: {outcome}")
         ok = all(r.get("ok") for r in reports) and len(reports) == 5
         print("smoke: " + ("1 passed, 0 failed" if ok else "0 passed, 1 failed"))
         return 0 if ok else 1
@@ -324,14 +364,21 @@ def main() -> int:
             report = workload(args.loadgen, known[name], w, logs)
             results[w][name] = report
             status = "ok" if report.get("ok") else f"FAILED: {report.get('error')}"
-            print(f"[{time.monotonic() - started:6.1f}s] {w} {name}: {status}", file=sys.stderr, flush=True)
+            print(
+                f"[{time.monotonic() - started:6.1f}s] {w} {name}: {status}",
+                file=sys.stderr,
+                flush=True,
+            )
     if "client-burst" in chosen:
         results["client-burst"] = {}
         pythons = {"wiredb": args.python, "original": str(OUT / "venv-orig" / "bin" / "python")}
         for name, python in pythons.items():
             if name in names:
                 results["client-burst"][name] = client_burst(args.loadgen, python, logs, name)
-                print(f"[{time.monotonic() - started:6.1f}s] client-burst {name}: done", file=sys.stderr)
+                print(
+                    f"[{time.monotonic() - started:6.1f}s] client-burst {name}: done",
+                    file=sys.stderr,
+                )
 
     checks = targets(results)
     print(table(results, names))

@@ -15,6 +15,7 @@ import sys
 import time
 
 import anyio
+
 from wire_websocket import AsyncWebSocketServer
 from wiredb import Room
 

@@ -214,6 +214,9 @@ pub async fn editing(
         "deliveries": deliveries,
         "deliveries_per_s": deliveries as f64 / wall.max(1e-9),
         "server_cpu_us_per_delivery": cpu.map(|cpu| cpu * 1e6 / deliveries.max(1) as f64),
+        // What one core would deliver if the server had it all: on a shared machine, the
+        // deliveries/s above are bounded by the share of the core the server got.
+        "deliveries_per_server_cpu_s": cpu.map(|cpu| deliveries as f64 / cpu.max(1e-9)),
         "latency": latency_report(&mut ledger.latencies_us),
     });
     merge(&mut report, fields);
