@@ -355,6 +355,7 @@ def main() -> int:
     chosen = [w for w in args.workloads.split(",") if w]
     results: dict[str, dict[str, Any]] = {}
     started = time.monotonic()
+    load_before = os.getloadavg()
     for w in [w for w in WORKLOADS if w in chosen]:
         results[w] = {}
         runs = list(names)
@@ -387,14 +388,20 @@ def main() -> int:
         mark = "n/a " if ok is None else ("met " if ok else "MISS")
         print(f"{mark} {label}: {detail}")
     document = {
-        "machine": {"cpus": os.cpu_count(), "load_before": os.getloadavg()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_before": load_before,
+            "load_after": os.getloadavg(),
+        },
         "server_core": SERVER_CORE,
         "loadgen_core": LOADGEN_CORE,
         "results": results,
         "targets": [{"target": label, "met": ok, "detail": detail} for label, ok, detail in checks],
     }
     Path(args.out).write_text(json.dumps(document, indent=2))
-    print(f"\nJSON: {args.out}")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\nload average at the end: {load} (2 cores; other work makes wall-clock figures noisy)")
+    print(f"JSON: {args.out}")
     ours_failed = [w for w, r in results.items() if r.get("wiredb", {}).get("ok") is False]
     if ours_failed:
         print(f"wiredb FAILED: {', '.join(ours_failed)}", file=sys.stderr)
