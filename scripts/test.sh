@@ -40,6 +40,10 @@ if [ "$(cat .venv-original/installed.txt 2>/dev/null)" != "${original[*]}" ]; th
     fi
 fi
 
+echo "== benchmark smoke run: wiredb-loadgen against the installed server, convergence only"
+cargo build -p wiredb-bench
+python bench/run.py --smoke --python "$(command -v python)" --loadgen target/debug/wiredb-loadgen
+
 echo "== interop peers (npm ci, PyPI peers in their own virtualenvs)"
 # A failure here is not fatal by itself: the interop tests then fail (CI=true) or skip.
 interop_status=0

@@ -178,7 +178,11 @@ async fn run(
     let config = WebSocketConfig::default()
         .max_message_size(Some(max_message_bytes))
         .max_frame_size(Some(max_message_bytes))
-        .write_buffer_size(0);
+        // Frames wait in the buffer until the writer flushes after its batch: one send(2) per
+        // batch. The default 128 KiB read buffer is zero-filled before every read: 16 KiB is
+        // plenty for a stream of small updates (a larger message grows it as needed).
+        .read_buffer_size(16 << 10)
+        .write_buffer_size(64 << 10);
     let (ws, _) =
         tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, None)
             .await

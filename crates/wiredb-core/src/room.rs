@@ -78,6 +78,10 @@ struct RoomState {
     members: HashMap<MemberId, Member>,
     limits: RoomLimits,
     document_bytes: usize,
+    /// The sync step 2 that answers an empty state vector (a joiner with a new document),
+    /// encoded once and shared by every such joiner until the document changes: when many
+    /// clients join a large document at once, the room encodes it once, not once each.
+    whole_step2: Option<Bytes>,
 }
 
 impl RoomState {
@@ -89,6 +93,7 @@ impl RoomState {
             return update;
         }
         tracing::warn!(room = %room, "the document could not be encoded; rebuilding it");
+        self.whole_step2 = None;
         self.doc = guard::rebuild(&self.doc, None, &self.limits.guard);
         guard::encode_state(&self.doc, sv).unwrap_or_else(|| crate::protocol::EMPTY_UPDATE.to_vec())
     }
@@ -116,6 +121,7 @@ impl RoomCore {
                 members: HashMap::new(),
                 limits,
                 document_bytes: 0,
+                whole_step2: None,
             }),
             next_member: AtomicU64::new(1),
         })
@@ -194,13 +200,23 @@ impl RoomCore {
             Message::SyncStep1(sv) => {
                 let sv = guard::decode_state_vector(&sv)?;
                 let mut state = self.lock();
-                let update = state.encode(&self.id, &sv);
-                let queue = &state
-                    .members
-                    .get(&member)
-                    .ok_or(RoomError::NotAMember)?
-                    .queue;
-                queue.push(Message::SyncStep2(update.into()).encode());
+                if !state.members.contains_key(&member) {
+                    return Err(RoomError::NotAMember);
+                }
+                let step2 = match &state.whole_step2 {
+                    Some(step2) if sv.is_empty() => step2.clone(),
+                    _ => {
+                        let update = state.encode(&self.id, &sv);
+                        let step2 = Message::SyncStep2(update.into()).encode();
+                        if sv.is_empty() {
+                            state.whole_step2 = Some(step2.clone());
+                        }
+                        step2
+                    }
+                };
+                if let Some(m) = state.members.get(&member) {
+                    m.queue.push(step2);
+                }
             }
             Message::SyncStep2(update) | Message::Update(update) => {
                 if update.as_ref() == crate::protocol::EMPTY_UPDATE {
@@ -270,6 +286,8 @@ impl RoomCore {
                 limit: limits.max_document_bytes,
             });
         }
+        // Whatever happens below may change the document.
+        state.whole_step2 = None;
         let pending_before = guard::has_pending(&state.doc);
         let sv_before = state.doc.transact().state_vector();
         if let Err(error) = guard::apply_update(&state.doc, update, &limits.guard) {
@@ -415,6 +433,37 @@ mod tests {
         )
         .unwrap();
         assert_eq!(text.get_string(&doc.transact()), "hello");
+    }
+
+    #[test]
+    fn joiners_with_new_documents_share_one_step2_until_the_document_changes() {
+        let room = RoomCore::new("r", RoomLimits::default());
+        let qa = queue();
+        let a = room.join(qa, JoinKind::Peer);
+        room.handle(a, Message::Update(edit("x"))).unwrap();
+        let step2 = |room: &RoomCore| {
+            let q = queue();
+            let m = room.join(q.clone(), JoinKind::Peer);
+            q.drain();
+            room.handle(m, Message::SyncStep1(Bytes::from_static(&[0])))
+                .unwrap();
+            q.drain().frames.remove(0)
+        };
+        let (first, second) = (step2(&room), step2(&room));
+        assert_eq!(first.as_ptr(), second.as_ptr(), "encoded once, shared");
+        room.handle(a, Message::Update(edit("y"))).unwrap();
+        let third = step2(&room);
+        let [Message::SyncStep2(update)] = &decode_frame(&third).unwrap()[..] else {
+            panic!("not a step 2");
+        };
+        let doc = Doc::new();
+        let text = doc.get_or_insert_text("text");
+        guard::apply_update(&doc, update, &GuardLimits::default()).unwrap();
+        assert_eq!(
+            text.get_string(&doc.transact()).len(),
+            2,
+            "the new edit is in"
+        );
     }
 
     #[test]

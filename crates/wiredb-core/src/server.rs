@@ -27,6 +27,9 @@ use crate::registry::Registry;
 use crate::room::{JoinKind, RoomCore, RoomError, RoomLimits};
 use crate::wake::Waker;
 
+const READ_BUFFER_BYTES: usize = 1 << 10;
+const WRITE_BUFFER_BYTES: usize = 64 << 10;
+
 /// Limits of a server, with defaults suited to collaborative editing.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -68,8 +71,14 @@ impl ServerConfig {
         WebSocketConfig::default()
             .max_message_size(Some(self.max_message_bytes))
             .max_frame_size(Some(self.max_message_bytes))
-            .read_buffer_size(16 << 10)
-            .write_buffer_size(0)
+            // tungstenite zero-fills the whole read buffer before each read, so its size is
+            // resident memory for every connection, idle or not: 1 KiB still takes in a few
+            // dozen small updates per read, and a larger message grows it as needed.
+            .read_buffer_size(READ_BUFFER_BYTES)
+            // Frames are buffered until the write loop flushes after its batch: one send(2)
+            // per batch instead of one per frame (the write loop always flushes, so nothing
+            // waits for the buffer to fill).
+            .write_buffer_size(WRITE_BUFFER_BYTES)
             .max_write_buffer_size(self.max_message_bytes * 2)
     }
 }
