@@ -148,3 +148,4 @@ class Memory(AsyncChannel):
             endpoint.close()
             if self._waiting:
                 notify_closing(endpoint.fd)
+            endpoint.release()

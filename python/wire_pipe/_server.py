@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import TracebackType
+from typing import overload
 
 from anyio import move_on_after
 
@@ -65,6 +66,12 @@ class AsyncPipeServer(AsyncServer):
                     await self.room_manager._wait_stopped()
         finally:
             await self.room_manager.__aexit__(exc_type, exc_val, exc_tb)
+
+    @overload
+    async def connect(self, id: str) -> int: ...
+
+    @overload
+    async def connect(self, id: str, server_sender: int, server_receiver: int) -> None: ...
 
     async def connect(
         self, id: str, server_sender: int | None = None, server_receiver: int | None = None

@@ -117,7 +117,10 @@ class Room(AsyncContextManagerMixin):
             self._task_group = None
             if self._mirror is not None:
                 self._mirror.stop()
-                self._mirror.endpoint.close()
+                endpoint = self._mirror.endpoint
+                endpoint.close()
+                if isinstance(endpoint, Endpoint):
+                    endpoint.release()
 
     async def serve(
         self, channel: AsyncChannel, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED
@@ -147,6 +150,7 @@ class Room(AsyncContextManagerMixin):
                 task_group.cancel_scope.cancel()
         finally:
             endpoint.close()
+            endpoint.release()
 
     async def _forward_to_channel(self, endpoint: Endpoint, channel: AsyncChannel) -> None:
         while True:
@@ -214,8 +218,9 @@ class RoomManager(AsyncContextManagerMixin):
                 yield self
             finally:
                 task_group.cancel_scope.cancel()
-                registry.fail_waiters()
                 self._task_group = self._registry = None
+        # Not left to the garbage collector: the cancelled dispatcher may sit in a cycle.
+        registry.close()
 
     def _prepare_registry(self, registry: RoomRegistry | None = None) -> RoomRegistry:
         """The registry that the next `async with` uses (`registry`, or a default one), set

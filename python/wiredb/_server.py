@@ -44,4 +44,3 @@ class AsyncServer(ABC):
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
     ) -> bool | None: ...
-

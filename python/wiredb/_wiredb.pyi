@@ -84,6 +84,8 @@ class Endpoint:
     def close(self, code: int = 1000, reason: str = ...) -> None:
         """Sends what is queued, then closes; a room member leaves its room (and releases
         it, if it held it open). A closed member ignores what it is sent."""
+    def release(self) -> None:
+        """Closes `fd` now rather than when collected. Only once nothing waits on it."""
 
 @final
 class RoomCore:
@@ -126,6 +128,8 @@ class RoomRegistry:
     def open_rooms(self) -> list[str]: ...
     def fail_waiters(self) -> None:
         """Fails every join still waiting for a room."""
+    def close(self) -> None:
+        """Fails waiting joins and closes `fd` now; later events are dropped."""
     def join(self, id: str) -> PendingJoin:
         """Starts joining room `id` as an in-process peer, opening it first if needed."""
 

@@ -276,6 +276,12 @@ impl Endpoint {
             }),
         }
     }
+
+    /// Closes the endpoint's descriptor now rather than when the object is collected (a
+    /// cancelled task may keep it in a reference cycle). Only once nothing waits on `fd`.
+    fn release(&self) {
+        self.fd.close();
+    }
 }
 
 /// What one `receive()` took.

@@ -30,6 +30,10 @@ pub struct Events {
 
 impl Events {
     pub fn push(&self, kind: &'static str, id: &str) {
+        // Once closed, nobody reads events: keep none.
+        if self.fd.raw() < 0 {
+            return;
+        }
         self.queue
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -121,6 +125,20 @@ impl RoomRegistry {
     /// Fails every join still waiting for a room (the rooms are no longer served).
     fn fail_waiters(&self, py: Python<'_>) {
         py.detach(|| self.registry.fail_waiters());
+    }
+
+    /// Closes the events descriptor now (the rooms are no longer served): later events are
+    /// dropped, and an object kept alive by a reference cycle holds no descriptor.
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| {
+            self.registry.fail_waiters();
+            self.events.fd.close();
+            self.events
+                .queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+        });
     }
 
     /// Starts joining room `id` as an in-process peer (opening it first if needed).
