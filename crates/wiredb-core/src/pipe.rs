@@ -145,6 +145,9 @@ pub struct PipeConfig {
     pub queue: QueueLimits,
     /// Time a join may wait for its room to open.
     pub open_timeout: Duration,
+    /// Time an ended member has to send what was queued for it (its peer may have stopped
+    /// reading); then the stream is dropped.
+    pub close_timeout: Duration,
 }
 
 impl Default for PipeConfig {
@@ -153,6 +156,7 @@ impl Default for PipeConfig {
             max_message_bytes: 64 << 20,
             queue: QueueLimits::default(),
             open_timeout: Duration::from_secs(30),
+            close_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -194,7 +198,6 @@ impl PipeServer {
         self.shutdown.send_replace(true);
         self.members.close();
         self.members.wait().await;
-        self.registry.fail_waiters();
     }
 }
 
@@ -225,7 +228,7 @@ async fn serve_peer(
     let notify = Arc::new(Notify::new());
     let queue = Arc::new(FrameQueue::new(config.queue, Waker::Tokio(notify.clone())));
     let member = core.join(queue.clone(), JoinKind::Peer);
-    let writer = tokio::spawn(write_member(writer, queue.clone(), core.clone(), notify));
+    let mut writer = tokio::spawn(write_member(writer, queue.clone(), core.clone(), notify));
     let mut reader = BufReader::with_capacity(BUFFER_BYTES, reader);
 
     let reason = loop {
@@ -251,7 +254,13 @@ async fn serve_peer(
     };
     core.leave(member);
     queue.close(reason);
-    let _ = writer.await;
+    if tokio::time::timeout(config.close_timeout, &mut writer)
+        .await
+        .is_err()
+    {
+        tracing::debug!(room = %id, "pipe peer stopped reading; dropping it");
+        writer.abort();
+    }
     drop(lease);
 }
 
@@ -561,6 +570,35 @@ mod tests {
         };
         assert_eq!(text_of(&got), "still here");
         server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_stops_reading_does_not_hold_the_server_up() {
+        let registry = Registry::new(None, GuardLimits::default());
+        let config = PipeConfig {
+            close_timeout: Duration::from_millis(50),
+            ..PipeConfig::default()
+        };
+        let server = PipeServer::new(registry.clone(), config);
+        let (stuck, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (reader, writer) = socket_halves(theirs.into()).unwrap();
+        server.attach("s".into(), reader, writer);
+        let a = Peer::connect(&server, "s");
+        assert!(a
+            .next(|m| matches!(m, Message::SyncStep1(_)))
+            .await
+            .is_some());
+        // Far more than a socket buffer holds, for a peer that never reads.
+        a.outbound.send_update(edit(&"x".repeat(8 << 20)));
+        a.outbound.close(CloseReason::normal());
+        assert!(a.next(|_| false).await.is_none());
+        let stopped = tokio::time::timeout(Duration::from_secs(20), server.shutdown()).await;
+        assert!(
+            stopped.is_ok(),
+            "the stuck member kept the server from stopping"
+        );
+        assert!(registry.open_rooms().is_empty());
+        drop(stuck);
     }
 
     #[tokio::test]

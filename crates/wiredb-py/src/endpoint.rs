@@ -107,9 +107,11 @@ impl Drop for Endpoint {
     fn drop(&mut self) {
         match &self.link {
             Link::Remote(outbound) => outbound.close(CloseReason::normal()),
-            Link::Member { core, member, .. } => {
+            // Not twice: `close` left already.
+            Link::Member { core, member, .. } if !self.inbound.is_closed() => {
                 core.leave(*member);
             }
+            Link::Member { .. } => {}
         }
     }
 }
