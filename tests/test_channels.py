@@ -94,8 +94,9 @@ async def test_a_served_channel_holds_its_room_open_like_any_client() -> None:
         server_end, client_end = channel_pair("hold")
         async with create_task_group() as tg:
             async with AsyncWebSocketClient("hold", host="127.0.0.1", port=server.port):
-                room = server.room_manager.rooms["hold"]
-                assert isinstance(room, ClosingRoom)
+                opened = server.room_manager.rooms["hold"]
+                assert isinstance(opened, ClosingRoom)
+                room: ClosingRoom = opened
                 await tg.start(room.serve, server_end)
             # The WebSocket client left; the channel still holds the room.
             async with AsyncClient(client_end) as custom:

@@ -62,8 +62,8 @@ class AsyncWebSocketServer(AsyncServer):
             max_awareness_state_bytes=max_awareness_state_bytes,
             max_awareness_per_second=max_awareness_per_second,
         )
-        self._native_server: Callable[[RoomRegistry], WebSocketServer] = (
-            lambda rooms: WebSocketServer(
+        self._native_server: Callable[[RoomRegistry], WebSocketServer] = lambda rooms: (
+            WebSocketServer(
                 rooms,
                 max_message_bytes=max_message_bytes,
                 max_connections=max_connections,

@@ -574,7 +574,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_peer_that_stops_reading_does_not_hold_the_server_up() {
-        let registry = Registry::new(None, GuardLimits::default());
+        let registry = Registry::new(None, RoomLimits::default());
         let config = PipeConfig {
             close_timeout: Duration::from_millis(50),
             ..PipeConfig::default()
