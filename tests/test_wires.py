@@ -35,9 +35,13 @@ def wire(request: pytest.FixtureRequest) -> str:
 
 
 @asynccontextmanager
-async def serve(wire: str, room_factory: Callable[[str], Room] = Room) -> AsyncIterator[Server]:
+async def serve(
+    wire: str, room_factory: Callable[[str], Room] = Room, **limits: int
+) -> AsyncIterator[Server]:
     server: Server = (
-        AsyncMemoryServer(room_factory) if wire == "memory" else AsyncPipeServer(room_factory)
+        AsyncMemoryServer(room_factory, **limits)
+        if wire == "memory"
+        else AsyncPipeServer(room_factory, **limits)
     )
     async with server:
         yield server
@@ -209,3 +213,19 @@ async def test_leaving_the_server_ends_its_clients(wire: str) -> None:
                 entered = await tg.start(hold, await client(server, "end"))
                 entered.doc.get("text", type=Text).insert(0, "bye")
             server_gone.set()
+
+
+async def test_an_update_beyond_the_room_quota_is_refused(wire: str) -> None:
+    async with serve(wire, max_document_bytes=4096) as server:
+        async with await client(server, "q") as watcher, await client(server, "q") as writer:
+            writer.doc.get("small", type=Text).insert(0, "fits")
+            small = watcher.doc.get("small", type=Text)
+            await wait_until(watcher.doc, lambda: str(small) == "fits")
+            writer.doc.get("big", type=Text).insert(0, "x" * 10_000)
+            # The writer's connection ends; the room and its other clients go on.
+            with fail_after(5):
+                await writer._client._closed.wait()
+            assert str(watcher.doc.get("big", type=Text)) == ""
+            async with await client(server, "q") as later:
+                assert str(later.doc.get("small", type=Text)) == "fits"
+                assert str(later.doc.get("big", type=Text)) == ""

@@ -11,7 +11,7 @@ from anyio import EndOfStream, notify_closing, wait_readable
 
 from wiredb import AsyncChannel, AsyncServer, Room
 from wiredb._room import join_room
-from wiredb._wiredb import Endpoint
+from wiredb._wiredb import Endpoint, RoomRegistry
 
 
 class AsyncMemoryServer(AsyncServer):
@@ -28,15 +28,28 @@ class AsyncMemoryServer(AsyncServer):
     Leaving the server's context ends the connections still open, then closes every room.
     """
 
-    def __init__(self, room_factory: Callable[[str], Room] = Room) -> None:
+    def __init__(
+        self,
+        room_factory: Callable[[str], Room] = Room,
+        *,
+        max_document_bytes: int = 256 << 20,
+        max_awareness_state_bytes: int = 64 << 10,
+        max_awareness_per_second: int = 60,
+    ) -> None:
         """
         Args:
             room_factory: Creates the room of an ID on its first join (default: `Room`).
+            max_document_bytes: A room's quota (the bytes of the updates it accepted); an
+                update beyond it is refused (`send` raises ValueError).
+            max_awareness_state_bytes: Larger awareness states are not relayed.
+            max_awareness_per_second: Awareness updates relayed per client and second.
         """
         super().__init__(room_factory)
+        self._limits = (max_document_bytes, max_awareness_state_bytes, max_awareness_per_second)
         self._channels: WeakSet[Memory] = WeakSet()
 
     async def __aenter__(self) -> AsyncMemoryServer:
+        self.room_manager._prepare_registry(RoomRegistry(*self._limits))
         await self.room_manager.__aenter__()
         return self
 

@@ -10,7 +10,7 @@ from typing import overload
 from anyio import move_on_after
 
 from wiredb import AsyncServer, Room
-from wiredb._wiredb import PipeServer
+from wiredb._wiredb import PipeServer, RoomRegistry
 
 #: How long leaving the server's context waits for its peers to close.
 STOP_TIMEOUT = 10.0
@@ -36,17 +36,26 @@ class AsyncPipeServer(AsyncServer):
         room_factory: Callable[[str], Room] = Room,
         *,
         max_message_bytes: int = 64 << 20,
+        max_document_bytes: int = 256 << 20,
+        max_awareness_state_bytes: int = 64 << 10,
+        max_awareness_per_second: int = 60,
     ) -> None:
         """
         Args:
             room_factory: Creates the room of an ID on its first join (default: `Room`).
             max_message_bytes: A larger message ends its connection.
+            max_document_bytes: A room's quota (the bytes of the updates it accepted); an
+                update beyond it ends its sender's connection.
+            max_awareness_state_bytes: Larger awareness states are not relayed.
+            max_awareness_per_second: Awareness updates relayed per connection and second.
         """
         super().__init__(room_factory)
         self._max_message_bytes = max_message_bytes
+        self._limits = (max_document_bytes, max_awareness_state_bytes, max_awareness_per_second)
         self._native: PipeServer | None = None
 
     async def __aenter__(self) -> AsyncPipeServer:
+        self.room_manager._prepare_registry(RoomRegistry(*self._limits))
         await self.room_manager.__aenter__()
         registry = self.room_manager._require_registry()
         self._native = PipeServer(registry, self._max_message_bytes)

@@ -210,17 +210,19 @@ class RoomManager(AsyncContextManagerMixin):
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncGenerator[Self]:
         registry = self._prepare_registry()
-        async with create_task_group() as task_group:
-            self._task_group, self._registry = task_group, registry
-            self._stopped = Event()
-            task_group.start_soon(self._dispatch, registry, task_group)
-            try:
-                yield self
-            finally:
-                task_group.cancel_scope.cancel()
-                self._task_group = self._registry = None
-        # Not left to the garbage collector: the cancelled dispatcher may sit in a cycle.
-        registry.close()
+        try:
+            async with create_task_group() as task_group:
+                self._task_group, self._registry = task_group, registry
+                self._stopped = Event()
+                task_group.start_soon(self._dispatch, registry, task_group)
+                try:
+                    yield self
+                finally:
+                    task_group.cancel_scope.cancel()
+                    self._task_group = self._registry = None
+        finally:
+            # Not left to the garbage collector: the cancelled dispatcher may sit in a cycle.
+            registry.close()
 
     def _prepare_registry(self, registry: RoomRegistry | None = None) -> RoomRegistry:
         """The registry that the next `async with` uses (`registry`, or a default one), set
