@@ -159,7 +159,7 @@ pub fn connect(
 }
 
 /// Closes the inbound queue when dropped, as a last resort (the first close reason wins).
-struct CloseOnDrop(Arc<FrameQueue>);
+pub(crate) struct CloseOnDrop(pub(crate) Arc<FrameQueue>);
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {

@@ -18,7 +18,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::{watch, Notify};
 use tokio_util::task::TaskTracker;
 
-use crate::client::Outbound;
+use crate::client::{CloseOnDrop, Outbound};
 use crate::guard::GuardLimits;
 use crate::queue::{CloseReason, FrameQueue, QueueLimits};
 use crate::registry::Registry;
@@ -317,8 +317,11 @@ pub fn connect(
     let outbound = Arc::new(Outbound::new(limits));
     let out = outbound.clone();
     tokio::spawn(async move {
+        // Even if this task dies, the local side learns that the connection is over.
+        let closer = CloseOnDrop(inbound.clone());
         let reason = run_client(reader, writer, &out, &inbound, max_message_bytes).await;
         inbound.close(reason);
+        drop(closer);
     });
     outbound
 }
