@@ -5,14 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from anyio import create_memory_object_stream, create_task_group, to_thread
+from anyio import (
+    TASK_STATUS_IGNORED,
+    Event,
+    create_memory_object_stream,
+    create_task_group,
+    fail_after,
+    to_thread,
+)
+from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pycrdt import Text
 from websockets.sync.client import ClientConnection, connect
 
 from helpers import wait_until
 from wire_websocket import AsyncWebSocketClient, AsyncWebSocketServer
-from wiredb import AsyncChannel, AsyncClient, Channel, Client
+from wiredb import AsyncChannel, AsyncClient, Channel, Client, Room
 
 pytestmark = pytest.mark.anyio
 
@@ -70,6 +78,41 @@ async def test_a_custom_channel_joins_a_room_next_to_websocket_clients() -> None
                     await wait_until(custom.doc, lambda: str(text_custom) == str(text_ws))
                 await client_end.aclose()
             await server_end.aclose()
+
+
+class ClosingRoom(Room):
+    async def run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
+        self.closed = Event()
+        try:
+            await super().run(task_status=task_status)
+        finally:
+            self.closed.set()
+
+
+async def test_a_served_channel_holds_its_room_open_like_any_client() -> None:
+    async with AsyncWebSocketServer(ClosingRoom, host="127.0.0.1", port=0) as server:
+        server_end, client_end = channel_pair("hold")
+        async with create_task_group() as tg:
+            async with AsyncWebSocketClient("hold", host="127.0.0.1", port=server.port):
+                opened = server.room_manager.rooms["hold"]
+                assert isinstance(opened, ClosingRoom)
+                room: ClosingRoom = opened
+                await tg.start(room.serve, server_end)
+            # The WebSocket client left; the channel still holds the room.
+            async with AsyncClient(client_end) as custom:
+                custom.doc.get("text", type=Text).insert(0, "kept")
+                async with AsyncWebSocketClient(
+                    "hold", host="127.0.0.1", port=server.port
+                ) as later:
+                    assert server.room_manager.rooms["hold"] is room
+                    text = later.doc.get("text", type=Text)
+                    await wait_until(later.doc, lambda: str(text) == "kept")
+                assert not room.closed.is_set()
+            await client_end.aclose()
+        await server_end.aclose()
+        # The channel ended: it was the room's last client.
+        with fail_after(5):
+            await room.closed.wait()
 
 
 class WebsocketsChannel(Channel):

@@ -6,12 +6,10 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from types import TracebackType
 
-from anyio import Event, create_task_group, move_on_after
-from anyio.abc import TaskGroup
+from anyio import move_on_after
 
 from wiredb import AsyncServer, Room
-from wiredb._server import dispatch_room_events
-from wiredb._wiredb import WebSocketServer
+from wiredb._wiredb import RoomRegistry, WebSocketServer
 
 #: How long leaving the server's context waits for connections to close.
 STOP_TIMEOUT = 10.0
@@ -59,19 +57,22 @@ class AsyncWebSocketServer(AsyncServer):
         super().__init__(room_factory)
         self._host = host
         self._requested_port = port
-        self._native_server: Callable[[], WebSocketServer] = lambda: WebSocketServer(
-            max_message_bytes=max_message_bytes,
-            max_connections=max_connections,
-            ping_interval=ping_interval,
-            idle_timeout=idle_timeout,
+        self._native_registry: Callable[[], RoomRegistry] = lambda: RoomRegistry(
             max_document_bytes=max_document_bytes,
             max_awareness_state_bytes=max_awareness_state_bytes,
             max_awareness_per_second=max_awareness_per_second,
         )
+        self._native_server: Callable[[RoomRegistry], WebSocketServer] = lambda rooms: (
+            WebSocketServer(
+                rooms,
+                max_message_bytes=max_message_bytes,
+                max_connections=max_connections,
+                ping_interval=ping_interval,
+                idle_timeout=idle_timeout,
+            )
+        )
         self._port: int | None = None
         self._native: WebSocketServer | None = None
-        self._stopped = Event()
-        self._task_group: TaskGroup | None = None
 
     @property
     def host(self) -> str:
@@ -85,19 +86,18 @@ class AsyncWebSocketServer(AsyncServer):
         return self._port
 
     async def __aenter__(self) -> AsyncWebSocketServer:
-        native = self._native_server()
-        # Bound (or failed with a plain OSError) before anything else starts.
-        self._port = native.start(self._host, self._requested_port)
+        registry = self.room_manager._prepare_registry(self._native_registry())
+        try:
+            native = self._native_server(registry)
+            # Bound (or failed with a plain OSError) before anything else starts.
+            self._port = native.start(self._host, self._requested_port)
+        except BaseException:
+            self.room_manager._discard_registry()
+            raise
         async with AsyncExitStack() as stack:
             stack.callback(native.stop)
             await stack.enter_async_context(self.room_manager)
-            task_group = await stack.enter_async_context(create_task_group())
             self._native = native
-            self._task_group = task_group
-            self._stopped = Event()
-            task_group.start_soon(
-                dispatch_room_events, native, self.room_manager, task_group, self._stopped
-            )
             self._exit_stack = stack.pop_all()
         return self
 
@@ -111,8 +111,6 @@ class AsyncWebSocketServer(AsyncServer):
         if native is not None:
             native.stop()
             with move_on_after(STOP_TIMEOUT, shield=True):
-                await self._stopped.wait()
-        if self._task_group is not None:
-            self._task_group.cancel_scope.cancel()
+                await self.room_manager._wait_stopped()
         await self._exit_stack.aclose()
         self._port = None

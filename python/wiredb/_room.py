@@ -12,7 +12,6 @@ from anyio import (
     TASK_STATUS_IGNORED,
     AsyncContextManagerMixin,
     Event,
-    Lock,
     create_task_group,
     sleep_forever,
     wait_readable,
@@ -24,7 +23,7 @@ from ._channel import AsyncChannel
 from ._doc import Doc as WireDoc
 from ._links import wait_link
 from ._sync import DocSync
-from ._wiredb import Endpoint, RoomCore
+from ._wiredb import Endpoint, RoomCore, RoomRegistry
 
 log = logging.getLogger("wiredb")
 
@@ -65,6 +64,8 @@ class Room(AsyncContextManagerMixin):
         self._doc: Doc[Any] | None = None
         self._mirror: DocSync | None = None
         self._task_group: TaskGroup | None = None
+        # Set by the room manager that opened the room: peers then hold it open.
+        self._registry: RoomRegistry | None = None
 
     @property
     def id(self) -> str:
@@ -116,7 +117,10 @@ class Room(AsyncContextManagerMixin):
             self._task_group = None
             if self._mirror is not None:
                 self._mirror.stop()
-                self._mirror.endpoint.close()
+                endpoint = self._mirror.endpoint
+                endpoint.close()
+                if isinstance(endpoint, Endpoint):
+                    endpoint.release()
 
     async def serve(
         self, channel: AsyncChannel, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED
@@ -125,9 +129,13 @@ class Room(AsyncContextManagerMixin):
 
         The channel is a member of the room like any WebSocket client: it is sent the room's
         sync step 1 and awareness, its updates go to every other member, and a malformed or
-        rejected message ends it (the room goes on).
+        rejected message ends it (the room goes on). In a server's room, it holds the room open
+        like any client: the room closes when its last client of any wire has left.
         """
-        endpoint = self._core.peer()
+        if self._registry is None:
+            endpoint = self._core.peer()
+        else:
+            endpoint = await join_room(self._registry, self._id)
         try:
             async with create_task_group() as task_group:
                 task_group.start_soon(self._forward_to_channel, endpoint, channel)
@@ -142,6 +150,7 @@ class Room(AsyncContextManagerMixin):
                 task_group.cancel_scope.cancel()
         finally:
             endpoint.close()
+            endpoint.release()
 
     async def _forward_to_channel(self, endpoint: Endpoint, channel: AsyncChannel) -> None:
         while True:
@@ -161,16 +170,37 @@ class Room(AsyncContextManagerMixin):
         await sleep_forever()
 
 
+async def join_room(registry: RoomRegistry, id: str) -> Endpoint:
+    """Joins the room `id` as an in-process peer, once the room is open (opened if needed).
+
+    Raises:
+        ConnectionError: the room could not be opened.
+    """
+    pending = registry.join(id)
+    while not pending.done:
+        await wait_readable(pending.fd)
+    return pending.endpoint()
+
+
 class RoomManager(AsyncContextManagerMixin):
-    """The open rooms of a server, created by `room_factory` on the first join of an ID."""
+    """The open rooms of a server, created by `room_factory` on the first join of an ID.
+
+    Rooms are kept by a native registry that every wire of the server joins through, so one
+    ID is one room whatever the wire, and a room closes when its last client has left.
+    ```py
+    async with RoomManager() as manager:
+        room = await manager.get_room("my_id")
+    ```
+    """
 
     def __init__(self, room_factory: Callable[[str], Room] = Room) -> None:
         self._room_factory = room_factory
         self._rooms: dict[str, Room] = {}
         self._closers: dict[str, Event] = {}
         self._closed: dict[str, Event] = {}
-        self._lock = Lock()
         self._task_group: TaskGroup | None = None
+        self._registry: RoomRegistry | None = None
+        self._stopped = Event()
 
     @property
     def rooms(self) -> Mapping[str, Room]:
@@ -179,21 +209,89 @@ class RoomManager(AsyncContextManagerMixin):
 
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncGenerator[Self]:
-        async with create_task_group() as task_group:
-            self._task_group = task_group
-            try:
-                yield self
-            finally:
-                task_group.cancel_scope.cancel()
-                self._task_group = None
+        registry = self._prepare_registry()
+        try:
+            async with create_task_group() as task_group:
+                self._task_group, self._registry = task_group, registry
+                self._stopped = Event()
+                task_group.start_soon(self._dispatch, registry, task_group)
+                try:
+                    yield self
+                finally:
+                    task_group.cancel_scope.cancel()
+                    self._task_group = self._registry = None
+        finally:
+            # Not left to the garbage collector: the cancelled dispatcher may sit in a cycle.
+            registry.close()
+
+    def _prepare_registry(self, registry: RoomRegistry | None = None) -> RoomRegistry:
+        """The registry that the next `async with` uses (`registry`, or a default one), set
+        now: a wire that must bind first gets it before the manager runs, and calls
+        `_discard_registry` if that fails."""
+        if self._task_group is not None:
+            raise RuntimeError("the room manager is already running")
+        if registry is not None:
+            self._registry = registry
+        elif self._registry is None:
+            self._registry = RoomRegistry()
+        return self._registry
+
+    def _discard_registry(self) -> None:
+        if self._task_group is None:
+            self._registry = None
+
+    def _require_registry(self) -> RoomRegistry:
+        if self._registry is None or self._task_group is None:
+            raise RuntimeError("the room manager is not running: use it in `async with`")
+        return self._registry
 
     async def get_room(self, id: str) -> Room:
-        """The open room `id`, opened (created, entered, started) if needed."""
-        async with self._lock:
-            room = self._rooms.get(id)
-            if room is None:
+        """The open room `id`, opened (created, entered, started) if needed.
+
+        A room opened here stays open until a client joins it and leaves (or the manager
+        closes).
+
+        Raises:
+            ConnectionError: the room factory failed.
+        """
+        pending = self._require_registry().join(id)
+        while not pending.done:
+            await wait_readable(pending.fd)
+        pending.keep_open()
+        # Open in the registry means entered here, and nothing ran since it said so.
+        return self._rooms[id]
+
+    async def _wait_stopped(self) -> None:
+        """Returns once a wire reported (with a "stopped" event) that its peers are gone."""
+        await self._stopped.wait()
+
+    async def _dispatch(self, registry: RoomRegistry, task_group: TaskGroup) -> None:
+        """Opens and closes rooms when the registry asks, until the manager closes."""
+
+        async def open_room(id: str) -> None:
+            try:
                 room = await self._open(id)
-        return room
+            except Exception as error:
+                log.exception("room %r could not be opened", id)
+                registry.open_failed(id, repr(error))
+                return
+            registry.opened(id, room._core)
+
+        async def close_room(id: str) -> None:
+            try:
+                await self._close(id)
+            finally:
+                registry.closed(id)
+
+        while True:
+            await wait_readable(registry.fd)
+            for kind, id in registry.events():
+                if kind == "open":
+                    task_group.start_soon(open_room, id)
+                elif kind == "close":
+                    task_group.start_soon(close_room, id)
+                elif kind == "stopped":
+                    self._stopped.set()
 
     async def _open(self, id: str) -> Room:
         if self._task_group is None:
@@ -204,12 +302,17 @@ class RoomManager(AsyncContextManagerMixin):
     async def _hold(self, id: str, *, task_status: TaskStatus[Room]) -> None:
         close, closed = Event(), Event()
         self._closers[id], self._closed[id] = close, closed
+        room: Room | None = None
         try:
-            async with self._room_factory(id) as room:
+            room = self._room_factory(id)
+            room._registry = self._registry
+            async with room:
                 self._rooms[id] = room
                 task_status.started(room)
                 await close.wait()
         finally:
+            if room is not None:
+                room._registry = None
             self._rooms.pop(id, None)
             self._closers.pop(id, None)
             self._closed.pop(id, None)

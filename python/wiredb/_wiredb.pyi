@@ -8,7 +8,10 @@ __all__ = [
     "Batch",
     "Endpoint",
     "FileStore",
+    "PendingJoin",
+    "PipeServer",
     "RoomCore",
+    "RoomRegistry",
     "StoreState",
     "WebSocketServer",
     "absorb",
@@ -52,11 +55,17 @@ class Batch:
 
 @final
 class Endpoint:
-    """A local document's link to the sync protocol: a WebSocket connection or a room member."""
+    """A local document's link to the sync protocol: a connection (WebSocket, pipe) or a room
+    member. Dropping it ends its connection or leaves its room."""
 
     @staticmethod
     def connect(url: str, headers: list[tuple[str, str]], max_message_bytes: int = ...) -> Endpoint:
         """Starts connecting; the outcome arrives through `receive()`."""
+    @staticmethod
+    def pipe(sender: int, receiver: int, max_message_bytes: int = ...) -> Endpoint:
+        """A pipe-wire connection over descriptors it takes ownership of (closed when the
+        connection ends, even on error): one socket if `sender == receiver`, else the sending
+        and receiving ends. Raises OSError if they cannot be used."""
     @property
     def fd(self) -> int:
         """Readable when `receive()` has something."""
@@ -76,7 +85,10 @@ class Endpoint:
     def wait(self, timeout: float | None = None) -> bool:
         """Blocks without the GIL until `receive()` has something; False on timeout."""
     def close(self, code: int = 1000, reason: str = ...) -> None:
-        """Sends what is queued, then closes; a room member leaves its room."""
+        """Sends what is queued, then closes; a room member leaves its room (and releases
+        it, if it held it open). A closed member ignores what it is sent."""
+    def release(self) -> None:
+        """Closes `fd` now rather than when collected. Only once nothing waits on it."""
 
 @final
 class RoomCore:
@@ -96,32 +108,82 @@ class RoomCore:
         """The whole document as one v1 update."""
 
 @final
-class WebSocketServer:
-    """The native WebSocket server; rooms are opened and closed by Python through `events()`."""
+class RoomRegistry:
+    """The rooms of a server by id, shared by its wires; Python opens and closes them when
+    `events()` asks."""
 
     def __new__(
         cls,
-        max_message_bytes: int = ...,
-        max_connections: int = ...,
-        ping_interval: float = ...,
-        idle_timeout: float = ...,
         max_document_bytes: int = ...,
         max_awareness_state_bytes: int = ...,
         max_awareness_per_second: int = ...,
-    ) -> WebSocketServer: ...
-    def start(self, host: str, port: int) -> int:
-        """Binds and starts serving; returns the bound port. Raises OSError if it cannot bind."""
+    ) -> RoomRegistry: ...
     @property
     def fd(self) -> int:
         """Readable when `events()` has something."""
     def events(self) -> list[tuple[str, str]]:
-        """("open", id), ("close", id) and, last, ("stopped", "")."""
-    def opened(self, id: str, room: RoomCore) -> None: ...
+        """("open", id), ("close", id), and ("stopped", "") once a wire has ended its peers."""
+    def opened(self, id: str, room: RoomCore) -> None:
+        """The room asked for by an "open" event is ready: its waiting peers join it."""
     def open_failed(self, id: str, reason: str) -> None: ...
-    def closed(self, id: str) -> None: ...
+    def closed(self, id: str) -> None:
+        """The room asked for by a "close" event is closed."""
     def open_rooms(self) -> list[str]: ...
+    def fail_waiters(self) -> None:
+        """Fails every join still waiting for a room."""
+    def close(self) -> None:
+        """Fails waiting joins and closes `fd` now; later events are dropped."""
+    def join(self, id: str) -> PendingJoin:
+        """Starts joining room `id` as an in-process peer, opening it first if needed."""
+
+@final
+class PendingJoin:
+    """An in-process peer on its way into a room: wait for `fd` until `done`."""
+
+    @property
+    def fd(self) -> int:
+        """Readable once done; the endpoint reuses it."""
+    @property
+    def done(self) -> bool: ...
+    def endpoint(self) -> Endpoint:
+        """The room's new peer, holding the room open until closed. ConnectionError if the
+        room could not be opened."""
+    def keep_open(self) -> None:
+        """Gives the join up but keeps the room open until a peer joins and leaves.
+        ConnectionError if the room could not be opened."""
+
+@final
+class WebSocketServer:
+    """The native WebSocket server of a registry's rooms."""
+
+    def __new__(
+        cls,
+        rooms: RoomRegistry,
+        max_message_bytes: int = ...,
+        max_connections: int = ...,
+        ping_interval: float = ...,
+        idle_timeout: float = ...,
+    ) -> WebSocketServer: ...
+    def start(self, host: str, port: int) -> int:
+        """Binds and starts serving; returns the bound port. Raises OSError if it cannot bind."""
     def stop(self) -> None:
-        """Stops accepting and closes every connection with 1001; a "stopped" event follows."""
+        """Stops accepting and closes every connection with 1001; the registry's "stopped"
+        event follows."""
+
+@final
+class PipeServer:
+    """The pipe wire's server side, for a registry's rooms."""
+
+    def __new__(cls, rooms: RoomRegistry, max_message_bytes: int = ...) -> PipeServer: ...
+    def connect(self, id: str) -> int:
+        """Serves one end of a new socketpair as a peer of room `id`; returns the other end
+        (close-on-exec, owned by the caller)."""
+    def attach(self, id: str, sender: int, receiver: int) -> None:
+        """Serves a peer of room `id` over descriptors it takes ownership of: one socket if
+        `sender == receiver`, else the sending and receiving ends."""
+    def stop(self) -> None:
+        """Ends every peer after what was queued for it; the registry's "stopped" event
+        follows."""
 
 def frame_step1(state_vector: bytes) -> bytes: ...
 def frame_step2(update: bytes) -> bytes: ...

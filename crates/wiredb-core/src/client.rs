@@ -90,6 +90,18 @@ impl Outbound {
         self.notify.notify_one();
     }
 
+    /// Waits until something is queued or the link is closing, then takes it all (as `take`).
+    pub async fn next(&self) -> (Vec<Bytes>, Option<CloseReason>) {
+        loop {
+            let notified = self.notify.notified();
+            let (frames, closing) = self.take();
+            if !frames.is_empty() || closing.is_some() {
+                return (frames, closing);
+            }
+            notified.await;
+        }
+    }
+
     /// Everything to send now, updates merged into one frame, and whether to close after it.
     fn take(&self) -> (Vec<Bytes>, Option<CloseReason>) {
         let mut state = self.lock();
@@ -136,16 +148,18 @@ pub fn connect(
         // Whatever ends this task, a panic included, the local side must learn the connection
         // is over rather than wait forever.
         let closer = CloseOnDrop(inbound.clone());
-        if let Err(reason) = run(&url, headers, &outbound, &inbound, max_message_bytes).await {
-            inbound.close(reason);
-        }
+        // Closed only once `run` returned and dropped the socket, so that a closed link has
+        // released its descriptor.
+        let (Ok(reason) | Err(reason)) =
+            run(&url, headers, &outbound, &inbound, max_message_bytes).await;
+        inbound.close(reason);
         drop(closer);
     });
     client
 }
 
 /// Closes the inbound queue when dropped, as a last resort (the first close reason wins).
-struct CloseOnDrop(Arc<FrameQueue>);
+pub(crate) struct CloseOnDrop(pub(crate) Arc<FrameQueue>);
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
@@ -162,7 +176,7 @@ async fn run(
     outbound: &Outbound,
     inbound: &FrameQueue,
     max_message_bytes: usize,
-) -> Result<(), CloseReason> {
+) -> Result<CloseReason, CloseReason> {
     let failed = |what: &str, error: &dyn std::fmt::Display| {
         CloseReason::new(1006, format!("{what} {url}: {error}"))
     };
@@ -246,6 +260,5 @@ async fn run(
             }
         }
     };
-    inbound.close(reason);
-    Ok(())
+    Ok(reason)
 }

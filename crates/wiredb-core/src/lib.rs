@@ -6,6 +6,7 @@
 //! - [`room`], [`awareness`], [`registry`]: rooms and their members;
 //! - [`server`], [`client`]: the WebSocket wire;
 //! - [`store`], [`persist`]: the file wire's log, and a room's native store on it;
+//! - [`pipe`]: the pipe wire (length-prefixed frames over OS pipes or a socketpair);
 //! - [`queue`], [`wake`], [`sync`], [`runtime`]: the plumbing between tokio and a local document.
 
 pub mod awareness;
@@ -13,6 +14,7 @@ pub mod client;
 pub mod fuzz;
 pub mod guard;
 pub mod persist;
+pub mod pipe;
 pub mod protocol;
 pub mod queue;
 pub mod registry;

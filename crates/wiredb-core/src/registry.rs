@@ -45,17 +45,28 @@ pub struct Lease {
     registry: Arc<Registry>,
     id: String,
     core: Arc<RoomCore>,
+    kept_open: bool,
 }
 
 impl Lease {
     pub fn core(&self) -> &Arc<RoomCore> {
         &self.core
     }
+
+    /// Gives the hold up without closing the room, even if it was the last: the room then
+    /// stays open until a peer joins and leaves (a room asked for by id, before any client).
+    pub fn keep_open(mut self) -> Arc<RoomCore> {
+        self.kept_open = true;
+        self.registry.unpin(&self.id);
+        self.core.clone()
+    }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.registry.release(&self.id);
+        if !self.kept_open {
+            self.registry.release(&self.id);
+        }
     }
 }
 
@@ -71,6 +82,17 @@ impl Registry {
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
         self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Joins the room `id` if it is open now, without waiting.
+    pub fn try_acquire(self: &Arc<Self>, id: &str) -> Option<Lease> {
+        match self.lock().get_mut(id) {
+            Some(Slot::Open { core, peers }) => {
+                *peers += 1;
+                Some(self.lease(id, core.clone()))
+            }
+            _ => None,
+        }
     }
 
     /// Joins the room `id`, waiting while it opens or closes.
@@ -123,6 +145,7 @@ impl Registry {
             registry: self.clone(),
             id: id.to_owned(),
             core,
+            kept_open: false,
         }
     }
 
@@ -204,6 +227,17 @@ impl Registry {
                 hooks.close(id);
             }
         }
+    }
+
+    fn unpin(&self, id: &str) {
+        if let Some(Slot::Open { peers, .. }) = self.lock().get_mut(id) {
+            *peers = peers.saturating_sub(1);
+        }
+    }
+
+    /// The limits every room of this registry gets.
+    pub fn limits(&self) -> RoomLimits {
+        self.limits
     }
 
     /// Ids of the rooms that are open now.
@@ -292,6 +326,26 @@ mod tests {
         let fresh = RoomCore::new("x", RoomLimits::default());
         registry.opened("x", fresh.clone());
         assert!(Arc::ptr_eq(&second.await.unwrap().unwrap(), &fresh));
+    }
+
+    #[tokio::test]
+    async fn a_room_kept_open_closes_after_its_first_peer_leaves() {
+        let hooks = Arc::new(Recorder::default());
+        let registry = Registry::new(Some(hooks.clone()), RoomLimits::default());
+        let r2 = registry.clone();
+        let asked = tokio::spawn(async move { r2.acquire("x").await.map(Lease::keep_open) });
+        tokio::task::yield_now().await;
+        let core = RoomCore::new("x", RoomLimits::default());
+        registry.opened("x", core.clone());
+        assert!(Arc::ptr_eq(&asked.await.unwrap().unwrap(), &core));
+        assert_eq!(registry.open_rooms(), vec!["x".to_string()]);
+        assert_eq!(*hooks.calls.lock().unwrap(), vec!["open x"]);
+
+        let peer = registry.try_acquire("x").expect("the room is open");
+        assert!(Arc::ptr_eq(peer.core(), &core));
+        drop(peer);
+        assert_eq!(*hooks.calls.lock().unwrap(), vec!["open x", "close x"]);
+        assert!(registry.try_acquire("x").is_none());
     }
 
     #[tokio::test]

@@ -1,8 +1,9 @@
 //! `Endpoint`: a local document's link to the sync protocol, driven from Python. It is either a
-//! WebSocket client connection or an in-process member of a room core. Python is woken through
-//! the endpoint's eventfd and takes everything pending in one `receive()`.
+//! client connection (WebSocket, pipe) or an in-process member of a room core. Python is woken
+//! through the endpoint's eventfd and takes everything pending in one `receive()`.
 
-use std::sync::Arc;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,8 +12,10 @@ use pyo3::types::PyBytes;
 use wiredb_core::awareness::MemberId;
 use wiredb_core::client::{self, Outbound};
 use wiredb_core::guard::GuardLimits;
+use wiredb_core::pipe;
 use wiredb_core::protocol::Message;
 use wiredb_core::queue::{CloseReason, FrameQueue, QueueLimits};
+use wiredb_core::registry::Lease;
 use wiredb_core::room::{JoinKind, RoomCore};
 use wiredb_core::runtime::runtime;
 use wiredb_core::sync::{self, Batch as CoreBatch};
@@ -21,10 +24,13 @@ use wiredb_core::wake::{EventFd, Waker};
 use crate::errors;
 
 enum Link {
-    WebSocket(Arc<Outbound>),
+    /// A client connection pumped by tokio (WebSocket, pipe).
+    Remote(Arc<Outbound>),
     Member {
         core: Arc<RoomCore>,
         member: MemberId,
+        /// A peer that joined through a registry holds its room open until it closes.
+        lease: Mutex<Option<Lease>>,
     },
 }
 
@@ -53,25 +59,68 @@ impl Endpoint {
         Ok(Endpoint {
             fd,
             inbound,
-            link: Link::Member { core, member },
+            link: Link::Member {
+                core,
+                member,
+                lease: Mutex::new(None),
+            },
             limits: GuardLimits::default(),
         })
     }
 
+    /// A peer of the room `lease` holds, woken through `fd` (which `inbound` wakes).
+    pub fn peer(fd: Arc<EventFd>, inbound: Arc<FrameQueue>, lease: Lease) -> Self {
+        let core = lease.core().clone();
+        let member = core.join(inbound.clone(), JoinKind::Peer);
+        Endpoint {
+            fd,
+            inbound,
+            link: Link::Member {
+                core,
+                member,
+                lease: Mutex::new(Some(lease)),
+            },
+            limits: GuardLimits::default(),
+        }
+    }
+
     fn send(&self, py: Python<'_>, message: Message) -> PyResult<()> {
         match &self.link {
-            Link::WebSocket(outbound) => {
+            Link::Remote(outbound) => {
                 match message {
                     Message::Update(update) => outbound.send_update(update),
                     other => outbound.send_frame(other.encode()),
                 };
                 Ok(())
             }
-            Link::Member { core, member } => py
+            // A member that left (or was closed by its server) has no room to talk to.
+            Link::Member { .. } if self.inbound.is_closed() => Ok(()),
+            Link::Member { core, member, .. } => py
                 .detach(|| core.handle(*member, message))
                 .map_err(errors::room_error),
         }
     }
+}
+
+impl Drop for Endpoint {
+    /// An endpoint dropped without `close()` still ends its connection or leaves its room.
+    fn drop(&mut self) {
+        match &self.link {
+            Link::Remote(outbound) => outbound.close(CloseReason::normal()),
+            // Not twice: `close` left already.
+            Link::Member { core, member, .. } if !self.inbound.is_closed() => {
+                core.leave(*member);
+            }
+            Link::Member { .. } => {}
+        }
+    }
+}
+
+/// Takes ownership of a descriptor handed over by Python.
+fn owned_fd(fd: i32) -> PyResult<OwnedFd> {
+    // SAFETY: Python hands the descriptor over with the call (documented in `_wiredb.pyi`):
+    // nothing else closes it afterwards.
+    unsafe { pipe::adopt_fd(fd) }.map_err(errors::io_error)
 }
 
 #[pymethods]
@@ -91,7 +140,35 @@ impl Endpoint {
         Ok(Endpoint {
             fd,
             inbound,
-            link: Link::WebSocket(ws.outbound),
+            link: Link::Remote(ws.outbound),
+            limits,
+        })
+    }
+
+    /// A pipe-wire connection over descriptors it takes ownership of (and closes when the
+    /// connection ends, even on error): one socket when `sender == receiver`, else the sending
+    /// and receiving ends (pipes or sockets).
+    #[staticmethod]
+    #[pyo3(signature = (sender, receiver, max_message_bytes = 64 << 20))]
+    fn pipe(sender: i32, receiver: i32, max_message_bytes: usize) -> PyResult<Self> {
+        let halves = {
+            let _entered = runtime().enter();
+            if sender == receiver {
+                pipe::socket_halves(owned_fd(sender)?)
+            } else {
+                let sender = owned_fd(sender)?;
+                pipe::fd_halves(owned_fd(receiver)?, sender)
+            }
+        };
+        let (reader, writer) = halves.map_err(errors::io_error)?;
+        let (fd, inbound) = inbound_queue()?;
+        let limits = GuardLimits::default();
+        let _entered = runtime().enter();
+        let outbound = pipe::connect(reader, writer, inbound.clone(), max_message_bytes, limits);
+        Ok(Endpoint {
+            fd,
+            inbound,
+            link: Link::Remote(outbound),
             limits,
         })
     }
@@ -145,11 +222,12 @@ impl Endpoint {
     /// if the frame is malformed or its update is rejected.
     fn send_frame(&self, py: Python<'_>, frame: &[u8]) -> PyResult<()> {
         match &self.link {
-            Link::WebSocket(outbound) => {
+            Link::Remote(outbound) => {
                 outbound.send_frame(Bytes::copy_from_slice(frame));
                 Ok(())
             }
-            Link::Member { core, member } => {
+            Link::Member { .. } if self.inbound.is_closed() => Ok(()),
+            Link::Member { core, member, .. } => {
                 let frame = Bytes::copy_from_slice(frame);
                 py.detach(|| core.handle_frame(*member, &frame))
                     .map_err(errors::room_error)
@@ -182,16 +260,29 @@ impl Endpoint {
         py.detach(|| self.fd.wait(timeout))
     }
 
-    /// Sends what is queued, then closes. For a room member, leaves the room.
+    /// Sends what is queued, then closes. For a room member, leaves the room (and lets it
+    /// close if it held it open).
     #[pyo3(signature = (code = 1000, reason = String::new()))]
     fn close(&self, py: Python<'_>, code: u16, reason: String) {
         match &self.link {
-            Link::WebSocket(outbound) => outbound.close(CloseReason::new(code, reason)),
-            Link::Member { core, member } => {
-                py.detach(|| core.leave(*member));
+            Link::Remote(outbound) => outbound.close(CloseReason::new(code, reason)),
+            Link::Member {
+                core,
+                member,
+                lease,
+            } => py.detach(|| {
+                core.leave(*member);
                 self.inbound.close(CloseReason::new(code, reason));
-            }
+                let lease = lease.lock().unwrap_or_else(|e| e.into_inner()).take();
+                drop(lease);
+            }),
         }
+    }
+
+    /// Closes the endpoint's descriptor now rather than when the object is collected (a
+    /// cancelled task may keep it in a reference cycle). Only once nothing waits on `fd`.
+    fn release(&self) {
+        self.fd.close();
     }
 }
 

@@ -1,8 +1,9 @@
 //! The one place where core errors become Python exceptions.
 
-use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyConnectionError, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::PyErr;
 use wiredb_core::persist::PersistError;
+use wiredb_core::registry::RegistryError;
 use wiredb_core::room::RoomError;
 use wiredb_core::store::StoreError;
 
@@ -40,4 +41,9 @@ pub fn persist_error(error: &PersistError) -> PyErr {
             PyRuntimeError::new_err(error.to_string())
         }
     }
+}
+
+/// A room that could not be opened for an in-process peer, as a refused connection would be.
+pub fn registry_error(error: &RegistryError) -> PyErr {
+    PyConnectionError::new_err(error.to_string())
 }

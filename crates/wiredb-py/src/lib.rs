@@ -6,6 +6,8 @@ use pyo3::prelude::*;
 mod endpoint;
 mod errors;
 mod frames;
+mod pipe;
+mod registry;
 mod room;
 mod server;
 mod store;
@@ -17,6 +19,9 @@ fn _wiredb(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<endpoint::Batch>()?;
     m.add_class::<room::RoomCore>()?;
     m.add_class::<server::WebSocketServer>()?;
+    m.add_class::<registry::RoomRegistry>()?;
+    m.add_class::<registry::PendingJoin>()?;
+    m.add_class::<pipe::PipeServer>()?;
     m.add_function(wrap_pyfunction!(frames::frame_step1, m)?)?;
     m.add_function(wrap_pyfunction!(frames::frame_step2, m)?)?;
     m.add_function(wrap_pyfunction!(frames::frame_update, m)?)?;
