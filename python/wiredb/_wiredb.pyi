@@ -18,9 +18,12 @@ __all__ = [
     "frame_awareness",
     "frame_step1",
     "frame_step2",
+    "frame_token",
     "frame_update",
+    "mint_token",
     "room_file_name",
     "room_id_from_file_name",
+    "verify_token",
 ]
 
 @final
@@ -69,6 +72,11 @@ class Endpoint:
     @property
     def fd(self) -> int:
         """Readable when `receive()` has something."""
+    @property
+    def unsent(self) -> bool:
+        """Whether something sent was not yet written to the connection (a member: never)."""
+    def wake_when_sent(self) -> None:
+        """Makes `fd` readable once nothing is `unsent` (at once if so already)."""
     def send_step1(self, state_vector: bytes) -> None: ...
     def send_step2(self, update: bytes) -> None: ...
     def send_update(self, update: bytes) -> None:
@@ -189,6 +197,17 @@ def frame_step1(state_vector: bytes) -> bytes: ...
 def frame_step2(update: bytes) -> bytes: ...
 def frame_update(update: bytes) -> bytes: ...
 def frame_awareness(payload: bytes) -> bytes: ...
+def frame_token(token: str) -> bytes:
+    """An auth message carrying an access token (a connection's first frame)."""
+
+def mint_token(
+    secret: bytes, room: str, read_only: bool, expires_at: int, subject: str | None = None
+) -> str:
+    """A signed token (HS256 JWT) for `room`; ValueError for a secret under 16 bytes."""
+
+def verify_token(secret: bytes, token: str, room: str) -> tuple[bool, int, str | None]:
+    """(read_only, expires_at, subject) of a valid token for `room`; ValueError saying why not."""
+
 def absorb(frames: list[bytes], closed: tuple[int, str] | None = None) -> Batch:
     """Decodes received frames into one batch, pending updates merged into one."""
 
