@@ -229,7 +229,19 @@ async fn run(
     let (ws, _) =
         tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, None)
             .await
-            .map_err(|e| failed("cannot connect to", &e))?;
+            .map_err(|e| match e {
+                // Refused by HTTP (an origin not allowed, a proxy's 401...): reported as the
+                // application close code 4000 + status, so that clients do not retry it.
+                tokio_tungstenite::tungstenite::Error::Http(response)
+                    if response.status().is_client_error() =>
+                {
+                    CloseReason::new(
+                        4000 + response.status().as_u16(),
+                        format!("{url} refused the connection: {}", response.status()),
+                    )
+                }
+                e => failed("cannot connect to", &e),
+            })?;
     let (mut sink, mut stream) = ws.split();
 
     let writer = async {
