@@ -21,6 +21,13 @@ Token = str | Callable[[], str | Awaitable[str]]
 TokenIn = Literal["message", "query"]
 
 
+def _url(host: str, port: int, id: str, params: Mapping[str, str] | None) -> str:
+    url = websocket_url(host, port, id)
+    for name, value in (params or {}).items():
+        url = with_query(url, name, value)
+    return url
+
+
 def _open(url: str, headers: list[tuple[str, str]], token: str | None, where: TokenIn) -> Endpoint:
     if token is not None and where == "query":
         url = with_query(url, "token", token)
@@ -62,6 +69,7 @@ class AsyncWebSocketClient(AsyncClientMixin):
         host: str,
         port: int,
         cookies: Cookies | None = None,
+        params: Mapping[str, str] | None = None,
         token: Token | None = None,
         token_in: TokenIn = "message",
         reconnect: Reconnect | bool = True,
@@ -75,6 +83,7 @@ class AsyncWebSocketClient(AsyncClientMixin):
             host: `localhost`, `http://…`, `https://…`, `ws://…` or `wss://…`.
             port: The server's port.
             cookies: Sent with the WebSocket handshake.
+            params: Query parameters of the URL (as y-websocket's `params`).
             token: An access token (see `mint_token`), or a function returning one, called
                 for each connection.
             token_in: Where the token goes: `"message"`, a y-protocols auth message sent
@@ -83,7 +92,7 @@ class AsyncWebSocketClient(AsyncClientMixin):
             reconnect: How to reconnect after the connection is lost (`True`: `Reconnect()`'s
                 defaults; `False`: never).
         """
-        url = websocket_url(host, port, id)
+        url = _url(host, port, id, params)
         headers = cookie_header(cookies)
         if token_in not in ("message", "query"):
             raise ValueError(f"token_in must be 'message' or 'query', not {token_in!r}")
@@ -132,10 +141,11 @@ class WebSocketClient(ClientMixin):
         host: str,
         port: int,
         cookies: Cookies | None = None,
+        params: Mapping[str, str] | None = None,
         token: str | None = None,
         token_in: TokenIn = "message",
     ) -> None:
-        url = websocket_url(host, port, id)
+        url = _url(host, port, id, params)
         headers = cookie_header(cookies)
         self._client = Client(lambda: _open(url, headers, token, token_in), doc, auto_push)
 
