@@ -14,15 +14,18 @@ from typing import Any
 import pytest
 from anyio import (
     Event,
+    create_task_group,
     fail_after,
     get_running_tasks,
     sleep,
     sleep_forever,
     to_thread,
 )
+from anyio.abc import TaskStatus
 from pycrdt import Doc, Text
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
+from websockets.typing import Origin
 
 from helpers import wait_for_awareness, wait_until
 from wire_file import FileClient, file_room_factory
@@ -298,9 +301,7 @@ async def test_origins_not_allowed_are_refused_during_the_handshake() -> None:
         def with_origin(origin: str) -> int:
             try:
                 with connect(
-                    f"ws://127.0.0.1:{server.port}/r",
-                    origin=origin,
-                    open_timeout=10,  # type: ignore[arg-type]
+                    f"ws://127.0.0.1:{server.port}/r", origin=Origin(origin), open_timeout=10
                 ):
                     return 101
             except InvalidStatus as refused:
@@ -314,7 +315,9 @@ async def test_origins_not_allowed_are_refused_during_the_handshake() -> None:
 
 
 async def test_tokens_accepted_expired_and_tampered_ones_refused() -> None:
-    async with AsyncWebSocketServer(host="127.0.0.1", port=0, token_secret=SECRET) as server:
+    async with AsyncWebSocketServer(
+        host="127.0.0.1", port=0, token_secret=SECRET, auth_timeout=1
+    ) as server:
         port = server.port
         writer_token = mint_token(SECRET, "doc", subject="writer")
         async with (
@@ -354,8 +357,11 @@ async def test_tokens_accepted_expired_and_tampered_ones_refused() -> None:
                     pass
             assert client.close_reason is not None, name
             assert client.close_reason[0] == 4401, (name, client.close_reason)
-        # No token at all.
-        assert await to_thread.run_sync(close_code, port, "/doc") == 4401
+        # No token: refused as soon as the first frame is not a token message; a client that
+        # sends nothing at all is closed at the deadline.
+        step1 = b"\x00\x00\x01\x00"
+        assert await to_thread.run_sync(close_code, port, "/doc", [step1]) == 4401
+        assert await to_thread.run_sync(close_code, port, "/doc") == 1008
 
 
 async def test_a_token_or_the_hook() -> None:
@@ -460,22 +466,32 @@ async def test_revoke_makes_connections_read_only_before_the_call_returns() -> N
 
 
 async def test_shutdown_with_connected_clients_loses_nothing(tmp_path: Path) -> None:
-    async with AsyncWebSocketServer(
-        file_room_factory(tmp_path), host="127.0.0.1", port=0
-    ) as server:
-        port = server.port
-        client = AsyncWebSocketClient("doc", host="127.0.0.1", port=port, reconnect=False)
-        await client.__aenter__()
-        client.doc.get("text", type=Text).insert(0, "async client|")
-        await client.wait_sent()
-        sender = Sender(port, "/doc").__enter__()
-        text = client.doc.get("text", type=Text)
-        await wait_until(client.doc, lambda: str(text).count("[") > 50)
-        # Left while both are connected and one is still sending.
-    await sender.join()
-    assert sender.code == 1001
-    assert client.close_reason is not None and client.close_reason[0] == 1001
-    await client.__aexit__(None, None, None)
+    stop, stopped = Event(), Event()
+
+    async def serve(*, task_status: TaskStatus[int]) -> None:
+        rooms = file_room_factory(tmp_path)
+        async with AsyncWebSocketServer(rooms, host="127.0.0.1", port=0) as server:
+            task_status.started(server.port)
+            await stop.wait()
+        stopped.set()
+
+    async with create_task_group() as task_group:
+        port = await task_group.start(serve)
+        async with AsyncWebSocketClient(
+            "doc", host="127.0.0.1", port=port, reconnect=False
+        ) as client:
+            text = client.doc.get("text", type=Text)
+            text.insert(0, "async client|")
+            await client.wait_sent()
+            with Sender(port, "/doc") as sender:
+                await wait_until(client.doc, lambda: str(text).count("[") > 50)
+                # Leave the server while both are connected and one is still sending.
+                stop.set()
+                with fail_after(20):
+                    await stopped.wait()
+                await sender.join()
+            assert sender.code == 1001
+            assert client.close_reason is not None and client.close_reason[0] == 1001
     with FileClient(path=tmp_path / "doc_updates.y") as stored:
         stored.pull()
         kept = str(stored.doc.get("text", type=Text))

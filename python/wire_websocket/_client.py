@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pycrdt import Doc
 
 from wiredb import AsyncClient, AsyncClientMixin, Client, ClientMixin, Reconnect
+from wiredb._client import FINAL_CLOSE_CODES as FINAL_CLOSE_CODES
 from wiredb._wiredb import Endpoint, frame_token
 
 from ._url import cookie_header, websocket_url, with_query

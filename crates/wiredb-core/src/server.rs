@@ -350,9 +350,24 @@ async fn handle_connection(
     drop(lease);
 }
 
-/// Sends a close frame without waiting long for a peer that does not read.
+/// How long a refused connection has to answer its close frame.
+const REFUSED_GRACE: Duration = Duration::from_secs(1);
+
+/// Sends a close frame, then reads (and drops) what the peer still sends until it answers,
+/// for at most `REFUSED_GRACE`: a socket closed with unread data is reset, and a reset can
+/// destroy the close frame before the peer reads it (it would see 1006, not our code).
 async fn close_socket(mut ws: WebSocketStream<TcpStream>, reason: &CloseReason) {
-    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(close_frame(reason)))).await;
+    let _ = tokio::time::timeout(REFUSED_GRACE, async {
+        if ws.close(Some(close_frame(reason))).await.is_err() {
+            return;
+        }
+        while let Some(Ok(message)) = ws.next().await {
+            if matches!(message, WsMessage::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Decides whether a connection gets in: a token (in the query, or in a y-protocols auth
