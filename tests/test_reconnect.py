@@ -13,6 +13,8 @@ from pycrdt import Map, Text
 
 from helpers import StatusLog, TcpProxy, wait_for_awareness, wait_until
 from wire_file import FileClient, file_room_factory
+from wire_memory import AsyncMemoryClient, AsyncMemoryServer
+from wire_pipe import AsyncPipeClient, AsyncPipeServer
 from wire_websocket import AsyncWebSocketClient, AsyncWebSocketServer
 from wiredb import ConnectionStatus, Reconnect, Room
 
@@ -214,3 +216,22 @@ def test_backoff_grows_is_capped_and_jittered() -> None:
     assert Reconnect(jitter=0).delay(2) == pytest.approx(0.4)
     with pytest.raises(ValueError):
         Reconnect(initial_delay=5, max_delay=1)
+
+
+async def test_unsent_and_wait_sent_on_the_pipe_and_memory_wires() -> None:
+    async with AsyncPipeServer() as pipes, AsyncMemoryServer() as memory:
+        async with (
+            AsyncPipeClient("p", connection=await pipes.connect("p")) as piped,
+            AsyncMemoryClient("m", server=memory) as in_memory,
+        ):
+            for client in (piped, in_memory):
+                text = client.doc.get("text", type=Text)
+                for i in range(100):
+                    text += f"{i} "
+                with fail_after(10):
+                    await client.wait_sent()
+                assert not client.unsent
+            # Read back through the rooms: everything arrives.
+            for room in (pipes.room_manager.rooms["p"], memory.room_manager.rooms["m"]):
+                room_text = room.doc.get("text", type=Text)
+                await wait_until(room.doc, lambda: "99 " in str(room_text))  # noqa: B023
