@@ -3,11 +3,12 @@ edits made meanwhile merged both ways."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from anyio import Event, create_task_group, fail_after
+from anyio import Event, create_task_group, fail_after, sleep
 from anyio.abc import TaskGroup, TaskStatus
 from pycrdt import Map, Text
 
@@ -164,6 +165,31 @@ async def test_awareness_is_announced_again_after_reconnecting() -> None:
         await wait_for_awareness(
             a.awareness, lambda: a.awareness.states.get(b.doc.client_id) == {"user": "bob"}
         )
+
+
+async def test_reconnecting_again_and_again_leaks_no_descriptor() -> None:
+    async with (
+        AsyncWebSocketServer(host="127.0.0.1", port=0) as server,
+        TcpProxy(server.port) as proxy,
+        AsyncWebSocketClient("r", host="127.0.0.1", port=proxy.port, reconnect=FAST) as a,
+    ):
+        log = StatusLog(a)
+        seen = 0
+        fds = None
+        for i in range(6):
+            proxy.drop()
+            seen = await log.wait_for(DISCONNECTED, seen)
+            seen = await log.wait_for(CONNECTED, seen)
+            if i == 0:
+                fds = open_fds()
+        # Each lost connection's socket and eventfd are closed, in Rust and in Python.
+        with fail_after(10):
+            while open_fds() > (fds or 0):
+                await sleep(0.01)
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
 
 
 async def test_reconnecting_can_be_turned_off() -> None:

@@ -289,6 +289,7 @@ class AsyncClient:
             # What the lost connection may not have delivered goes with the resync.
             sync.resync_pending = previous.unsent
             previous.stop()
+            release(previous.endpoint)
         self._sync = sync
         sync.start()
         if self._awareness is not None and self._task_group is not None:
@@ -409,6 +410,8 @@ class AsyncClient:
         self._sync = None
         task_group.cancel_scope.cancel()
         await task_group.__aexit__(None, None, None)
+        if sync is not None:
+            release(sync.endpoint)
         self._set_status(ConnectionStatus.DISCONNECTED)
 
     async def __aexit__(
@@ -532,6 +535,13 @@ class Client:
                     break
                 sync.process(sync.endpoint.receive())
         self._sync = self._link = None
+
+
+def release(link: Link) -> None:
+    """Closes a finished native link's descriptor now, rather than when it is collected (a
+    cancelled task may keep it in a reference cycle)."""
+    if isinstance(link, Endpoint):
+        link.release()
 
 
 async def keep_awareness(awareness: Awareness) -> None:
