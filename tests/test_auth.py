@@ -500,3 +500,39 @@ async def test_shutdown_with_connected_clients_loses_nothing(tmp_path: Path) -> 
     assert sender.sent > 50
     missing = [i for i in range(sender.sent) if f"[{i}]" not in kept]
     assert missing == []
+
+
+async def test_edits_dropped_while_read_only_get_in_once_read_write_again() -> None:
+    async with AsyncWebSocketServer(host="127.0.0.1", port=0, authorize=by_role()) as server:
+        port = server.port
+        async with (
+            AsyncWebSocketClient("r", host="127.0.0.1", port=port, params=EDITOR) as watcher,
+            AsyncWebSocketClient(
+                "r", host="127.0.0.1", port=port, params={"role": "editor", "name": "ro"}
+            ) as client,
+        ):
+            assert server.set_read_only("r", lambda c: c.identity == "ro") == 1
+            # The notice is queued before this edit of the watcher's: once it arrives, so did
+            # the notice.
+            watcher.doc.get("marks", type=Text).insert(0, "m")
+            marks = client.doc.get("marks", type=Text)
+            await wait_until(client.doc, lambda: str(marks) == "m")
+            assert client.read_only
+            room = server.room_manager.rooms["r"]
+            before_marks = room._core.state()
+            client.doc.get("text", type=Text).insert(0, "written while read-only")
+            await client.wait_sent()
+            # Sent, and dropped: a later marker from the same connection shows the room has
+            # handled it (awareness works while read-only).
+            client.awareness.set_local_state({"done": True})
+            await wait_for_awareness(
+                watcher.awareness,
+                lambda: watcher.awareness.states.get(client.doc.client_id) == {"done": True},
+            )
+            before = room._core.state()
+            assert before == before_marks
+            # Made read-write again: the room asks for what it dropped, and gets it.
+            assert server.set_read_only("r", lambda c: c.identity == "ro", read_only=False) == 1
+            text = watcher.doc.get("text", type=Text)
+            await wait_until(watcher.doc, lambda: str(text) == "written while read-only")
+            assert room._core.state() != before

@@ -114,6 +114,17 @@ impl Connections {
         sender.is_some_and(|sender| sender.send(decision).is_ok())
     }
 
+    /// Whether connection `id` still waits for a decision.
+    pub fn is_waiting(&self, id: u64) -> bool {
+        matches!(
+            self.lock().get(&id),
+            Some(Entry {
+                phase: Phase::Authorizing(Some(_)),
+                ..
+            })
+        )
+    }
+
     /// The connection was let in with this access.
     pub fn admit(&self, id: u64, access: Access, identity: Option<String>) {
         if let Some(entry) = self.lock().get_mut(&id) {
@@ -279,7 +290,9 @@ mod tests {
             access: Access::ReadOnly,
             identity: None,
         };
+        assert!(connections.is_waiting(1));
         assert!(connections.decide(1, allow.clone()));
+        assert!(!connections.is_waiting(1));
         assert!(!connections.decide(1, allow.clone()));
         assert!(!connections.decide(2, allow.clone()));
         assert_eq!(rx.await.unwrap(), allow);

@@ -208,16 +208,32 @@ impl RoomCore {
     }
 
     /// Changes what a member may do. Once this returns, no update it sends is applied if it
-    /// became read-only (a peer is told so). Returns whether it is a member.
+    /// became read-only (a peer is told so); a peer made read-write again is asked (sync step
+    /// 1) for the edits the room dropped meanwhile. Returns whether it is a member.
     pub fn set_access(&self, member: MemberId, access: Access) -> bool {
         let mut state = self.lock();
         let Some(entry) = state.members.get_mut(&member) else {
             return false;
         };
-        if entry.access != access && access == Access::ReadOnly && entry.kind == JoinKind::Peer {
-            entry.queue.push(read_only_notice());
+        if entry.access != access && entry.kind == JoinKind::Peer {
+            match access {
+                Access::ReadOnly => {
+                    entry.queue.push(read_only_notice());
+                }
+                // Its edits were dropped meanwhile, and its next ones may build on them: a
+                // sync step 1 asks it for everything the room lacks (y-protocols peers answer
+                // with a step 2).
+                Access::ReadWrite => {
+                    let sv = state.doc.transact().state_vector().encode_v1();
+                    if let Some(entry) = state.members.get(&member) {
+                        entry.queue.push(Message::SyncStep1(sv.into()).encode());
+                    }
+                }
+            }
         }
-        entry.access = access;
+        if let Some(entry) = state.members.get_mut(&member) {
+            entry.access = access;
+        }
         true
     }
 
@@ -615,6 +631,28 @@ mod tests {
             .unwrap();
         assert_eq!(messages(&qw), vec![Message::Awareness(state)]);
         assert_eq!(room.access(reader), Some(Access::ReadOnly));
+
+        // Made read-write again: asked for what the room dropped, which then gets in.
+        qr.drain();
+        assert!(room.set_access(reader, Access::ReadWrite));
+        let asked = messages(&qr);
+        let [Message::SyncStep1(sv)] = &asked[..] else {
+            panic!("expected a sync step 1, got {asked:?}");
+        };
+        assert_eq!(sv.as_ref(), &room.state_vector()[..]);
+        room.handle(reader, Message::SyncStep2(edit("dropped, then sent again")))
+            .unwrap();
+        let doc = Doc::new();
+        let text = doc.get_or_insert_text("text");
+        guard::apply_update(
+            &doc,
+            &room.encode_state_as_update(),
+            &GuardLimits::default(),
+        )
+        .unwrap();
+        assert!(text
+            .get_string(&doc.transact())
+            .contains("dropped, then sent again"));
     }
 
     #[test]

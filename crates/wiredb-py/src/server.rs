@@ -186,7 +186,8 @@ impl WebSocketServer {
         self.hook.as_ref().map_or(-1, |hook| hook.fd.raw())
     }
 
-    /// The connections waiting for the hook's decision, oldest first.
+    /// The connections waiting for the hook's decision, oldest first (those that went away
+    /// meanwhile left out).
     fn auth_requests(&self) -> Vec<PyRequest> {
         let Some(hook) = &self.hook else {
             return Vec::new();
@@ -198,7 +199,12 @@ impl WebSocketServer {
             .unwrap_or_else(|e| e.into_inner())
             .drain(..)
             .collect();
-        requests.iter().map(|r| py_request(r)).collect()
+        // One that left (or timed out) before Python got to it is not worth a hook call.
+        requests
+            .iter()
+            .filter(|r| self.connections.is_waiting(r.id))
+            .map(|r| py_request(r))
+            .collect()
     }
 
     /// The hook's decision about connection `id`: let in (read-only or not, with an identity)
