@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 from pycrdt import Text
 
-from wire_websocket import WebSocketClient
+from wire_websocket import WebSocketClient, mint_token
+from wiredb._wiredb import verify_token
 
 
 def test_serve_runs_until_interrupted_and_stops_cleanly(tmp_path: Path) -> None:
@@ -37,6 +41,50 @@ def test_serve_runs_until_interrupted_and_stops_cleanly(tmp_path: Path) -> None:
             server.send_signal(signal.SIGINT)
             assert server.wait(timeout=20) == 0
             assert "stopped" in server.stderr.read()
+        finally:
+            if server.poll() is None:
+                server.kill()
+
+
+def test_token_mints_with_the_secret_of_the_environment() -> None:
+    secret = "a secret of at least 16 bytes"
+    env = {**os.environ, "WIREDB_TOKEN_SECRET": secret}
+    command = [sys.executable, "-m", "wiredb", "token", "notes", "--read-only", "--subject", "al"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    read_only, expires_at, subject = verify_token(secret.encode(), result.stdout.strip(), "notes")
+    assert (read_only, subject) == (True, "al")
+    assert 0 < expires_at - time.time() <= 3600
+    env.pop("WIREDB_TOKEN_SECRET")
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "WIREDB_TOKEN_SECRET" in result.stderr
+
+
+def test_serve_requires_tokens_when_the_secret_is_set(tmp_path: Path) -> None:
+    secret = "a secret of at least 16 bytes"
+    env = {**os.environ, "WIREDB_TOKEN_SECRET": secret}
+    with subprocess.Popen(
+        [sys.executable, "-m", "wiredb", "serve", "--port", "0", "--no-persist"],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as server:
+        assert server.stderr is not None
+        try:
+            match = re.search(r"listening on ws://127\.0\.0\.1:(\d+)", server.stderr.readline())
+            assert match
+            port = int(match.group(1))
+            with pytest.raises(ConnectionError):
+                with WebSocketClient("r", host="localhost", port=port) as refused:
+                    refused.pull()
+            token = mint_token(secret, "r")
+            with WebSocketClient("r", host="localhost", port=port, token=token) as client:
+                client.pull()
+                assert client.synchronized
+            server.send_signal(signal.SIGINT)
+            assert server.wait(timeout=20) == 0
         finally:
             if server.poll() is None:
                 server.kill()

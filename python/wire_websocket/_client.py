@@ -2,18 +2,41 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from pycrdt import Doc
 
-from wiredb import AsyncClient, AsyncClientMixin, Client, ClientMixin
-from wiredb._wiredb import Endpoint
+from wiredb import AsyncClient, AsyncClientMixin, Client, ClientMixin, Reconnect
+from wiredb._client import FINAL_CLOSE_CODES as FINAL_CLOSE_CODES
+from wiredb._wiredb import Endpoint, frame_token
 
-from ._url import cookie_header, websocket_url
+from ._url import cookie_header, websocket_url, with_query
 
 Cookies = Mapping[str, str] | Iterable[tuple[str, str]]
+#: A token, or a function giving one for each connection (plain or async: a fresh token for
+#: each reconnection).
+Token = str | Callable[[], str | Awaitable[str]]
+TokenIn = Literal["message", "query"]
+
+
+def _url(host: str, port: int, id: str, params: Mapping[str, str] | None) -> str:
+    url = websocket_url(host, port, id)
+    for name, value in (params or {}).items():
+        url = with_query(url, name, value)
+    return url
+
+
+def _open(url: str, headers: list[tuple[str, str]], token: str | None, where: TokenIn) -> Endpoint:
+    if token is not None and where == "query":
+        url = with_query(url, "token", token)
+    endpoint = Endpoint.connect(url, headers)
+    if token is not None and where == "message":
+        # Before anything else: the server reads a token only at the start of the first frame.
+        endpoint.send_frame(frame_token(token))
+    return endpoint
 
 
 class AsyncWebSocketClient(AsyncClientMixin):
@@ -25,7 +48,16 @@ class AsyncWebSocketClient(AsyncClientMixin):
         text += "Hello"
     ```
     On entry the document is synchronized (with `auto_pull`); on exit, every change made before
-    has been sent.
+    has been sent (if connected).
+
+    A lost connection is opened again (`reconnect`), with a delay that grows and is jittered;
+    meanwhile the document can still be edited, and once reconnected the edits reach the room
+    and the room's reach the document. `status` says where the connection stands
+    (`observe_status` follows it), `synchronized` is unset while disconnected, and `unsent` says
+    whether local edits may not have reached the room yet. A client that the server refused or
+    closed for good (codes 1002, 1003, 1007-1010 and 4000-4499, see `FINAL_CLOSE_CODES`) does
+    not reconnect. If the first connection fails, entering raises `ConnectionError` at once:
+    reconnecting starts only once a connection worked.
     """
 
     def __init__(
@@ -38,6 +70,10 @@ class AsyncWebSocketClient(AsyncClientMixin):
         host: str,
         port: int,
         cookies: Cookies | None = None,
+        params: Mapping[str, str] | None = None,
+        token: Token | None = None,
+        token_in: TokenIn = "message",
+        reconnect: Reconnect | bool = True,
     ) -> None:
         """
         Args:
@@ -48,12 +84,28 @@ class AsyncWebSocketClient(AsyncClientMixin):
             host: `localhost`, `http://…`, `https://…`, `ws://…` or `wss://…`.
             port: The server's port.
             cookies: Sent with the WebSocket handshake.
+            params: Query parameters of the URL (as y-websocket's `params`).
+            token: An access token (see `mint_token`), or a function returning one, called
+                for each connection.
+            token_in: Where the token goes: `"message"`, a y-protocols auth message sent
+                first (kept out of URLs and their logs), or `"query"`, the `token` query
+                parameter (what other y-websocket servers may expect).
+            reconnect: How to reconnect after the connection is lost (`True`: `Reconnect()`'s
+                defaults; `False`: never).
         """
-        url = websocket_url(host, port, id)
+        url = _url(host, port, id, params)
         headers = cookie_header(cookies)
-        self._client = AsyncClient(
-            lambda: Endpoint.connect(url, headers), doc, auto_push, auto_pull
-        )
+        if token_in not in ("message", "query"):
+            raise ValueError(f"token_in must be 'message' or 'query', not {token_in!r}")
+
+        async def connect() -> Endpoint:
+            current = token() if callable(token) else token
+            if inspect.isawaitable(current):
+                current = await current
+            return _open(url, headers, current, token_in)
+
+        policy = Reconnect() if reconnect is True else reconnect or None
+        self._client = AsyncClient(connect, doc, auto_push, auto_pull, reconnect=policy)
 
     async def __aenter__(self) -> AsyncWebSocketClient:
         await self._client.__aenter__()
@@ -77,6 +129,8 @@ class WebSocketClient(ClientMixin):
         client.doc.get("text", Text).insert(0, "Hello")
         client.push()
     ```
+    It does not reconnect: a lost connection ends it (`pull()` then raises `ConnectionError`
+    if it was not synchronized yet).
     """
 
     def __init__(
@@ -88,10 +142,13 @@ class WebSocketClient(ClientMixin):
         host: str,
         port: int,
         cookies: Cookies | None = None,
+        params: Mapping[str, str] | None = None,
+        token: str | None = None,
+        token_in: TokenIn = "message",
     ) -> None:
-        url = websocket_url(host, port, id)
+        url = _url(host, port, id, params)
         headers = cookie_header(cookies)
-        self._client = Client(lambda: Endpoint.connect(url, headers), doc, auto_push)
+        self._client = Client(lambda: _open(url, headers, token, token_in), doc, auto_push)
 
     def __enter__(self) -> WebSocketClient:
         self._client.__enter__()

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
 from types import TracebackType
 
-from anyio import move_on_after
+from anyio import create_task_group, move_on_after
 
 from wiredb import AsyncServer, Room
 from wiredb._wiredb import RoomRegistry, WebSocketServer
+
+from ._auth import CLOSED_BY_SERVER, Authorize, Connection, check_close, serve_authorizations
 
 #: How long leaving the server's context waits for connections to close.
 STOP_TIMEOUT = 10.0
@@ -23,7 +25,20 @@ class AsyncWebSocketServer(AsyncServer):
         await sleep_forever()
     ```
     It is listening when `async with` enters (`port=0` picks a free port, see `port`). Leaving
-    it closes every connection with 1001 and then every room.
+    it stops accepting, closes every connection with 1001 (handling what each client sent before
+    it saw the close frame), then closes every room (so stores flush).
+
+    Who may connect: `allowed_origins` (checked natively during the handshake), signed tokens
+    (`token_secret`, verified natively; see `mint_token`) and an `authorize` hook:
+    ```py
+    async def authorize(request: Request) -> Allow | ReadOnly | Deny:
+        if request.cookies.get("session") in editors:
+            return Allow()
+        return ReadOnly() if request.room.startswith("public/") else Deny(4403, "no")
+
+    async with AsyncWebSocketServer(host="0.0.0.0", port=8000, authorize=authorize) as server:
+        server.close_connections("notes", lambda c: c.identity == "mallory")
+    ```
     """
 
     def __init__(
@@ -39,6 +54,12 @@ class AsyncWebSocketServer(AsyncServer):
         max_document_bytes: int = 256 << 20,
         max_awareness_state_bytes: int = 64 << 10,
         max_awareness_per_second: int = 60,
+        authorize: Authorize | None = None,
+        token_secret: str | bytes | None = None,
+        allowed_origins: Iterable[str] | None = None,
+        auth_timeout: float = 10.0,
+        max_pending_messages: int = 64,
+        max_pending_bytes: int = 1 << 20,
     ) -> None:
         """
         Args:
@@ -53,6 +74,18 @@ class AsyncWebSocketServer(AsyncServer):
                 accepted; an update beyond it closes its sender with 1009.
             max_awareness_state_bytes: Larger awareness states are not relayed.
             max_awareness_per_second: Awareness updates relayed per connection and second.
+            authorize: Decides about each connection that brings no token, before its room is
+                opened: given a `Request`, returns `Allow()`, `ReadOnly()` or `Deny(code,
+                reason)` (an async function; a plain one works too).
+            token_secret: Verify signed tokens (`mint_token`) natively; a connection then needs
+                a valid one, or goes to `authorize` if there is one (at least 16 bytes).
+            allowed_origins: Browser origins allowed (`https://app.example`); another
+                `Origin` header is refused with HTTP 403. None: any.
+            auth_timeout: Seconds a connection may wait for its decision (the hook is cancelled
+                and the connection closed with 1013 past it).
+            max_pending_messages: Messages a connection may send before it is decided (kept,
+                then handled once let in); past it, it is closed with 1008.
+            max_pending_bytes: The same, in bytes.
         """
         super().__init__(room_factory)
         self._host = host
@@ -62,6 +95,12 @@ class AsyncWebSocketServer(AsyncServer):
             max_awareness_state_bytes=max_awareness_state_bytes,
             max_awareness_per_second=max_awareness_per_second,
         )
+        secret = token_secret.encode() if isinstance(token_secret, str) else token_secret
+        origins = None if allowed_origins is None else list(allowed_origins)
+        if auth_timeout <= 0:
+            raise ValueError("auth_timeout must be positive")
+        self._authorize = authorize
+        self._auth_timeout = auth_timeout
         self._native_server: Callable[[RoomRegistry], WebSocketServer] = lambda rooms: (
             WebSocketServer(
                 rooms,
@@ -69,6 +108,12 @@ class AsyncWebSocketServer(AsyncServer):
                 max_connections=max_connections,
                 ping_interval=ping_interval,
                 idle_timeout=idle_timeout,
+                authorize=authorize is not None,
+                token_secret=secret,
+                allowed_origins=origins,
+                auth_timeout=auth_timeout,
+                max_pending_messages=max_pending_messages,
+                max_pending_bytes=max_pending_bytes,
             )
         )
         self._port: int | None = None
@@ -97,9 +142,76 @@ class AsyncWebSocketServer(AsyncServer):
         async with AsyncExitStack() as stack:
             stack.callback(native.stop)
             await stack.enter_async_context(self.room_manager)
+            if self._authorize is not None:
+                task_group = await stack.enter_async_context(create_task_group())
+                stack.callback(task_group.cancel_scope.cancel)
+                task_group.start_soon(
+                    serve_authorizations, native, self._authorize, self._auth_timeout, task_group
+                )
             self._native = native
             self._exit_stack = stack.pop_all()
         return self
+
+    def _require_native(self) -> WebSocketServer:
+        if self._native is None:
+            raise RuntimeError("the server is not running")
+        return self._native
+
+    def connections(self, room: str) -> list[Connection]:
+        """The connections of `room` that were let in (joined, or waiting for the room to
+        open)."""
+        return [Connection._from_native(c) for c in self._require_native().connections(room)]
+
+    def _chosen(
+        self, room: str, predicate: Callable[[Connection], bool] | None
+    ) -> list[int] | None:
+        if predicate is None:
+            return None
+        return [c.request.id for c in self.connections(room) if predicate(c)]
+
+    def close_connections(
+        self,
+        room: str,
+        predicate: Callable[[Connection], bool] | None = None,
+        *,
+        code: int = CLOSED_BY_SERVER,
+        reason: str = "closed by the server",
+    ) -> int:
+        """Closes the connections of `room` that `predicate` picks (all without one) with
+        `code` and `reason`. When this returns, no update from them is applied, even one
+        already on its way. Codes 4000-4499 (the default is 4000) tell wiredb's clients not to
+        reconnect; 1012 (service restart) asks them to.
+
+        Returns:
+            How many connections it closed.
+        """
+        check_close(code, reason)
+        native = self._require_native()
+        ids = self._chosen(room, predicate)
+        if ids == []:
+            return 0
+        return native.close_connections(room, ids, code, reason)
+
+    def set_read_only(
+        self,
+        room: str,
+        predicate: Callable[[Connection], bool] | None = None,
+        *,
+        read_only: bool = True,
+    ) -> int:
+        """Makes the connections of `room` that `predicate` picks (all without one) read-only
+        (or, with `read_only=False`, read-write again). When this returns, no update from a
+        connection made read-only is applied; it is told with a permission-denied message and
+        keeps receiving the document's updates.
+
+        Returns:
+            How many connections it changed.
+        """
+        native = self._require_native()
+        ids = self._chosen(room, predicate)
+        if ids == []:
+            return 0
+        return native.set_read_only(room, ids, read_only)
 
     async def __aexit__(
         self,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 _SCHEMES = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}
 
@@ -38,3 +38,9 @@ def cookie_header(
     items = cookies.items() if isinstance(cookies, Mapping) else cookies
     pairs = [f"{name}={value}" for name, value in items]
     return [("Cookie", "; ".join(pairs))] if pairs else []
+
+
+def with_query(url: str, name: str, value: str) -> str:
+    """`url` with the query parameter `name=value` added (form-encoded)."""
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}{urlencode({name: value})}"

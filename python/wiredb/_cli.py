@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import sys
 from pathlib import Path
 
 import anyio
 
 log = logging.getLogger("wiredb")
+
+#: The environment variable holding the token secret (never a command-line argument: those
+#: are visible to every user of the machine).
+SECRET_ENV = "WIREDB_TOKEN_SECRET"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -33,11 +39,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     serve.add_argument(
         "--no-persist", action="store_true", help="keep rooms in memory only (lost on exit)"
     )
+    serve.add_argument(
+        "--allowed-origin",
+        action="append",
+        dest="allowed_origins",
+        metavar="ORIGIN",
+        help="a browser origin allowed to connect (repeat for more; default: any)",
+    )
+    serve.epilog = (
+        f"With {SECRET_ENV} set, every client needs a token signed with it (see `wiredb token`)."
+    )
+    token = commands.add_parser(
+        "token", help=f"print a token for a room, signed with ${SECRET_ENV}"
+    )
+    token.add_argument("room", help="the room ID the token opens")
+    token.add_argument("--read-only", action="store_true", help="a read-only token")
+    token.add_argument(
+        "--expires-in", type=float, default=3600, help="seconds it is valid (default: 3600)"
+    )
+    token.add_argument("--subject", help="who it is for (shown when listing connections)")
     return parser.parse_args(argv)
 
 
 async def serve(
-    host: str, port: int, directory: str | None = "wiredb-data", write_delay: float = 0.0
+    host: str,
+    port: int,
+    directory: str | None = "wiredb-data",
+    write_delay: float = 0.0,
+    token_secret: str | None = None,
+    allowed_origins: list[str] | None = None,
 ) -> None:
     """Serves until SIGINT or SIGTERM; rooms persisted under `directory` unless it is None."""
     from wire_file import file_room_factory
@@ -47,8 +77,16 @@ async def serve(
     factory = Room if directory is None else file_room_factory(directory, write_delay=write_delay)
     where = "in memory only" if directory is None else f"persisted in {Path(directory).resolve()}"
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with AsyncWebSocketServer(factory, host=host, port=port) as server:
+        async with AsyncWebSocketServer(
+            factory,
+            host=host,
+            port=port,
+            token_secret=token_secret,
+            allowed_origins=allowed_origins,
+        ) as server:
             log.info("wiredb listening on ws://%s:%d, rooms %s", host, server.port, where)
+            if token_secret is not None:
+                log.info("clients need a token signed with $%s", SECRET_ENV)
             async for signum in signals:
                 log.info("received %s: stopping", signal.Signals(signum).name)
                 break
@@ -58,6 +96,29 @@ async def serve(
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    secret = os.environ.get(SECRET_ENV) or None
     if args.command == "serve":
         directory = None if args.no_persist else args.directory
-        anyio.run(serve, args.host, args.port, directory, args.write_delay)
+        anyio.run(
+            serve,
+            args.host,
+            args.port,
+            directory,
+            args.write_delay,
+            secret,
+            args.allowed_origins,
+        )
+    elif args.command == "token":
+        from wire_websocket import mint_token
+
+        if secret is None:
+            sys.exit(f"wiredb token: set {SECRET_ENV} to the server's secret")
+        print(
+            mint_token(
+                secret,
+                args.room,
+                read_only=args.read_only,
+                expires_in=args.expires_in,
+                subject=args.subject,
+            )
+        )

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Callable
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
 from time import monotonic
 from types import TracebackType
 from typing import Any
 
-from anyio import Event, create_task_group, move_on_after
+from anyio import Event, create_task_group, move_on_after, sleep
 from anyio.abc import TaskGroup
 from pycrdt import Awareness, Doc
 
@@ -24,6 +28,65 @@ log = logging.getLogger("wiredb")
 CLOSE_TIMEOUT = 5.0
 
 
+class ConnectionStatus(StrEnum):
+    """Where a client's connection stands (as y-websocket's provider says it)."""
+
+    #: A connection is being opened (a first one, or again after one was lost).
+    CONNECTING = "connecting"
+    #: The peer answered: updates flow both ways.
+    CONNECTED = "connected"
+    #: No connection: waiting to reconnect, given up, or closed.
+    DISCONNECTED = "disconnected"
+
+
+#: Close codes after which a client does not reconnect: the server refused it or what it sent
+#: (1002 protocol error, 1003 unsupported data, 1007 invalid data, 1008 policy violation, 1009
+#: too big, 1010 missing extension), or the application said so (4000-4499: refused, kicked).
+#: Reconnecting would be refused again, or resend what was refused.
+FINAL_CLOSE_CODES = frozenset({1002, 1003, 1007, 1008, 1009, 1010, *range(4000, 4500)})
+
+
+@dataclass(frozen=True)
+class Reconnect:
+    """How a client reconnects after its connection is lost: after a delay growing from
+    `initial_delay` by `factor` up to `max_delay`, each shortened by a random part of up to
+    `jitter` (so that the clients of a restarted server do not all come back at once), for at
+    most `max_attempts` attempts in a row (None: forever). The delay starts over once a
+    connection was synchronized again.
+
+    ```py
+    AsyncWebSocketClient("room", host="localhost", port=8000, reconnect=Reconnect(max_delay=30))
+    ```
+    """
+
+    initial_delay: float = 0.1
+    max_delay: float = 10.0
+    factor: float = 2.0
+    jitter: float = 0.5
+    max_attempts: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.initial_delay < 0 or self.max_delay < self.initial_delay:
+            raise ValueError("need 0 <= initial_delay <= max_delay")
+        if self.factor < 1:
+            raise ValueError("factor must be >= 1")
+        if not 0 <= self.jitter <= 1:
+            raise ValueError("jitter must be between 0 and 1")
+        if self.max_attempts is not None and self.max_attempts < 0:
+            raise ValueError("max_attempts must be >= 0")
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before attempt `attempt` (0 for the first after a loss)."""
+        # Capped before it is raised to a power that could overflow.
+        exponent = min(attempt, 64)
+        base = min(self.max_delay, self.initial_delay * self.factor**exponent)
+        return base * (1 - self.jitter * random.random())
+
+
+#: What opens a link: a function returning a native endpoint, or an awaitable of one.
+Connector = Callable[[], Endpoint | Awaitable[Endpoint]]
+
+
 class AsyncClient:
     """A document kept in sync over a channel, on asyncio or trio.
 
@@ -36,14 +99,18 @@ class AsyncClient:
         client.doc.get("text", Text).insert(0, "Hello")
         client.awareness.set_local_state({"user": "alice", "cursor": 5})
     ```
+    With `reconnect` (wires that can open a connection again pass it), a lost connection is
+    opened again: see `status`, `synchronized` and `unsent`.
     """
 
     def __init__(
         self,
-        channel: AsyncChannel | Callable[[], Endpoint],
+        channel: AsyncChannel | Connector,
         doc: Doc[Any] | None = None,
         auto_push: bool = True,
         auto_pull: bool = True,
+        *,
+        reconnect: Reconnect | None = None,
     ) -> None:
         """
         Args:
@@ -52,16 +119,29 @@ class AsyncClient:
             doc: The document to sync (a new one if None).
             auto_push: Send local changes as they are made; else on `push()`.
             auto_pull: Apply remote changes as they arrive; else on `pull()`.
+            reconnect: Open the connection again when it is lost (not for a channel: it
+                cannot be opened again).
         """
+        if reconnect is not None and isinstance(channel, AsyncChannel):
+            raise ValueError("a channel cannot be opened again: reconnect needs a wire")
         self._channel = channel
         self._doc: Doc[Any] = WireDoc() if doc is None else doc
         self._auto_push = auto_push
         self._auto_pull = auto_pull
+        self._reconnect = reconnect
         self._synchronized = Event()
         self._sync: DocSync | None = None
         self._task_group: TaskGroup | None = None
         self._closed = Event()
         self._awareness: Awareness | None = None
+        self._awareness_timer = False
+        self._status = ConnectionStatus.DISCONNECTED
+        self._status_observers: dict[int, Callable[[ConnectionStatus], None]] = {}
+        self._next_observer = 0
+        self._entered = False
+        self._stopping = False
+        self._close_reason: tuple[int, str] | None = None
+        self._sent_waiters: list[Event] = []
 
     @property
     def doc(self) -> Doc[Any]:
@@ -77,7 +157,9 @@ class AsyncClient:
         as in Yjs) is announced, sent on each change and renewed every 15 s; peers' states
         arrive as they change, and are removed when the server says their client left or
         after 30 s without a renewal. When this client closes, its peers are told it left.
-        A client that never uses `awareness` sends and parses no awareness message.
+        A client that never uses `awareness` sends and parses no awareness message. While
+        disconnected the peers' states are dropped; on reconnection the local state is
+        announced again and the peers' states arrive again.
 
         ```py
         async with AsyncWebSocketClient("room", host="localhost", port=8000) as client:
@@ -95,12 +177,85 @@ class AsyncClient:
 
     def _start_awareness(self, sync: DocSync, task_group: TaskGroup, awareness: Awareness) -> None:
         sync.awareness.activate(awareness)
-        task_group.start_soon(keep_awareness, awareness)
+        if not self._awareness_timer:
+            self._awareness_timer = True
+            task_group.start_soon(keep_awareness, awareness)
 
     @property
     def synchronized(self) -> Event:
-        """Set once the document holds everything the peer had when it connected."""
+        """Set once the document holds everything the peer had when it connected.
+
+        While the client is disconnected this is a new, unset event, set again once the
+        client reconnected and resynchronized: read the property again rather than keeping
+        the event (`await client.synchronized.wait()` waits for the current connection).
+        """
         return self._synchronized
+
+    @property
+    def status(self) -> ConnectionStatus:
+        """Where the connection stands: connecting, connected or disconnected."""
+        return self._status
+
+    @property
+    def read_only(self) -> bool:
+        """The server said this client may not change the document (its changes stay local)."""
+        return self._sync is not None and self._sync.denied is not None
+
+    @property
+    def close_reason(self) -> tuple[int, str] | None:
+        """The close code and reason of the last connection that ended, if one did."""
+        return self._close_reason
+
+    @property
+    def unsent(self) -> bool:
+        """Whether local changes may not have reached the peer yet: changes waiting to be
+        written to the connection (or for `push()` with `auto_push=False`), and changes made
+        while disconnected or left unwritten by a lost connection, until the peer asked for
+        them again after reconnecting. A change written just before a connection was lost can
+        still be lost in transit; the resync after reconnecting carries it again (it sends the
+        peer everything its state vector lacks)."""
+        sync = self._sync
+        return sync is not None and sync.unsent
+
+    async def wait_sent(self) -> None:
+        """Returns once `unsent` is false: local changes written to the connection (waiting
+        for a reconnection if there is none). With `auto_push=False`, call `push()` first."""
+        while self.unsent:
+            event = Event()
+            self._sent_waiters.append(event)
+            if self._sync is not None:
+                self._sync.endpoint.wake_when_sent()
+            await event.wait()
+
+    def _check_sent(self, sync: DocSync) -> None:
+        if not self._sent_waiters:
+            return
+        if sync.unsent:
+            sync.endpoint.wake_when_sent()
+            return
+        waiters, self._sent_waiters = self._sent_waiters, []
+        for event in waiters:
+            event.set()
+
+    def observe_status(self, callback: Callable[[ConnectionStatus], None]) -> int:
+        """Calls `callback(status)` on every change of `status`; returns an id for
+        `unobserve_status`."""
+        self._next_observer += 1
+        self._status_observers[self._next_observer] = callback
+        return self._next_observer
+
+    def unobserve_status(self, id: int) -> None:
+        self._status_observers.pop(id, None)
+
+    def _set_status(self, status: ConnectionStatus) -> None:
+        if status is self._status:
+            return
+        self._status = status
+        for callback in list(self._status_observers.values()):
+            try:
+                callback(status)
+            except Exception:
+                log.exception("a connection status observer failed")
 
     def push(self) -> None:
         """Sends the local changes made since the last push (with `auto_push=False`)."""
@@ -117,38 +272,114 @@ class AsyncClient:
         if sync.synced and not self._synchronized.is_set():
             self._synchronized.set()
 
-    async def _run(self, sync: DocSync, first: Event) -> None:
-        try:
-            while sync.closed is None:
-                await wait_link(sync.endpoint)
-                batch = sync.endpoint.receive()
-                if not batch:
-                    continue
-                sync.process(batch)
-                self._after_process(sync)
-                first.set()
-        finally:
-            first.set()
-            self._closed.set()
-
-    async def __aenter__(self) -> AsyncClient:
-        task_group = create_task_group()
-        await task_group.__aenter__()
-        self._task_group = task_group
-        link: Link
+    async def _open_link(self, task_group: TaskGroup) -> Link:
         if isinstance(self._channel, AsyncChannel):
             link = AsyncChannelLink(self._channel)
             link.start(task_group)
-        else:
-            link = self._channel()
+            return link
+        opened = self._channel()
+        if inspect.isawaitable(opened):
+            opened = await opened
+        return opened
+
+    def _attach(self, link: Link, previous: DocSync | None) -> DocSync:
+        """Syncs the document over a new link (taking over from `previous`, if any)."""
         sync = DocSync(link, self._doc, self._auto_push, self._auto_pull)
+        if previous is not None:
+            # What the lost connection may not have delivered goes with the resync.
+            sync.resync_pending = previous.unsent
+            previous.stop()
+            release(previous.endpoint)
         self._sync = sync
         sync.start()
-        first = Event()
-        task_group.start_soon(self._run, sync, first)
-        if self._awareness is not None:
-            self._start_awareness(sync, task_group, self._awareness)
+        if self._awareness is not None and self._task_group is not None:
+            self._start_awareness(sync, self._task_group, self._awareness)
+        if self._sent_waiters:
+            sync.endpoint.wake_when_sent()
+        return sync
+
+    async def _pump(self, sync: DocSync, first: Event) -> None:
+        """Handles what arrives on `sync`'s link until it is closed."""
+        while sync.closed is None:
+            await wait_link(sync.endpoint)
+            batch = sync.endpoint.receive()
+            if not batch:
+                self._check_sent(sync)
+                continue
+            sync.process(batch)
+            self._check_sent(sync)
+            if sync.closed is None:
+                self._set_status(ConnectionStatus.CONNECTED)
+            self._after_process(sync)
+            first.set()
+
+    async def _run(self, sync: DocSync, first: Event) -> None:
+        attempt = 0
         try:
+            while True:
+                await self._pump(sync, first)
+                self._close_reason = sync.closed
+                # A first connection that never synchronized is `__aenter__`'s to report.
+                if self._stopping or self._reconnect is None:
+                    return
+                if not (self._entered or sync.synced):
+                    return
+                code, reason = sync.closed or (1006, "")
+                if code in FINAL_CLOSE_CODES:
+                    log.warning("closed with code %d (%s): not reconnecting", code, reason)
+                    return
+                self._set_status(ConnectionStatus.DISCONNECTED)
+                if self._synchronized.is_set():
+                    self._synchronized = Event()
+                if sync.synced:
+                    attempt = 0
+                link = None
+                while link is None:
+                    if self._reconnect.max_attempts is not None:
+                        if attempt >= self._reconnect.max_attempts:
+                            log.warning("gave up reconnecting after %d attempts", attempt)
+                            return
+                    await sleep(self._reconnect.delay(attempt))
+                    attempt += 1
+                    link = await self._try_open()
+                sync = self._attach(link, sync)
+        finally:
+            first.set()
+            self._set_status(ConnectionStatus.DISCONNECTED)
+            self._closed.set()
+
+    async def _try_open(self) -> Link | None:
+        """Opens a new link; None (logged) if that failed at once."""
+        assert self._task_group is not None
+        self._set_status(ConnectionStatus.CONNECTING)
+        try:
+            return await self._open_link(self._task_group)
+        except Exception as error:
+            log.warning("could not reconnect: %r", error)
+            self._set_status(ConnectionStatus.DISCONNECTED)
+            return None
+
+    async def __aenter__(self) -> AsyncClient:
+        """Connects and waits for the first sync.
+
+        Raises:
+            ConnectionError: the first connection failed or closed before the document was
+                synchronized (reconnecting starts only after a first success: a wrong address
+                or a refused client fails at once).
+        """
+        task_group = create_task_group()
+        await task_group.__aenter__()
+        self._task_group = task_group
+        self._stopping = self._entered = False
+        first = Event()
+        try:
+            self._set_status(ConnectionStatus.CONNECTING)
+            try:
+                link = await self._open_link(task_group)
+            except OSError as error:
+                raise ConnectionError(str(error)) from error
+            sync = self._attach(link, None)
+            task_group.start_soon(self._run, sync, first)
             # Connected once the peer's first message arrived; synchronized once its answer
             # is applied (a client that pulls by hand synchronizes on its first pull).
             await first.wait()
@@ -157,6 +388,7 @@ class AsyncClient:
             if sync.closed is not None and not sync.synced:
                 code, reason = sync.closed
                 raise ConnectionError(reason or f"connection closed with code {code}")
+            self._entered = True
         except BaseException:
             await self._shutdown()
             raise
@@ -164,17 +396,23 @@ class AsyncClient:
 
     async def _shutdown(self) -> None:
         sync, task_group = self._sync, self._task_group
-        if sync is None or task_group is None:
+        if task_group is None:
             return
-        self._sync = self._task_group = None
-        sync.stop()
-        if sync.closed is None:
-            sync.awareness.close()
-            sync.endpoint.close()
-            with move_on_after(CLOSE_TIMEOUT, shield=True):
-                await self._closed.wait()
+        self._stopping = True
+        self._task_group = None
+        if sync is not None:
+            sync.stop()
+            if sync.closed is None:
+                sync.awareness.close()
+                sync.endpoint.close()
+                with move_on_after(CLOSE_TIMEOUT, shield=True):
+                    await self._closed.wait()
+        self._sync = None
         task_group.cancel_scope.cancel()
         await task_group.__aexit__(None, None, None)
+        if sync is not None:
+            release(sync.endpoint)
+        self._set_status(ConnectionStatus.DISCONNECTED)
 
     async def __aexit__(
         self,
@@ -299,6 +537,13 @@ class Client:
         self._sync = self._link = None
 
 
+def release(link: Link) -> None:
+    """Closes a finished native link's descriptor now, rather than when it is collected (a
+    cancelled task may keep it in a reference cycle)."""
+    if isinstance(link, Endpoint):
+        link.release()
+
+
 async def keep_awareness(awareness: Awareness) -> None:
     """Runs pycrdt's awareness timer (renews the local state, drops silent peers) until
     cancelled, and leaves it stopped so that the awareness can be started again."""
@@ -339,7 +584,40 @@ class AsyncClientMixin:
 
     @property
     def synchronized(self) -> Event:
+        """Set once synchronized; a new unset event while disconnected (see
+        `AsyncClient.synchronized`)."""
         return self._client.synchronized
+
+    @property
+    def status(self) -> ConnectionStatus:
+        """connecting, connected or disconnected."""
+        return self._client.status
+
+    @property
+    def unsent(self) -> bool:
+        """Whether local changes may not have reached the peer yet (see `AsyncClient.unsent`)."""
+        return self._client.unsent
+
+    async def wait_sent(self) -> None:
+        """Returns once `unsent` is false (see `AsyncClient.wait_sent`)."""
+        await self._client.wait_sent()
+
+    @property
+    def read_only(self) -> bool:
+        """The server said this client may not change the document."""
+        return self._client.read_only
+
+    @property
+    def close_reason(self) -> tuple[int, str] | None:
+        """The close code and reason of the last connection that ended, if one did."""
+        return self._client.close_reason
+
+    def observe_status(self, callback: Callable[[ConnectionStatus], None]) -> int:
+        """Calls `callback(status)` on every change of `status`."""
+        return self._client.observe_status(callback)
+
+    def unobserve_status(self, id: int) -> None:
+        self._client.unobserve_status(id)
 
     @property
     def awareness(self) -> Awareness:

@@ -30,6 +30,9 @@ MAX_PENDING_FRAMES = 1024
 
 
 class Link(Protocol):
+    @property
+    def unsent(self) -> bool: ...
+    def wake_when_sent(self) -> None: ...
     def send_step1(self, state_vector: bytes) -> None: ...
     def send_step2(self, update: bytes) -> None: ...
     def send_update(self, update: bytes) -> None: ...
@@ -51,11 +54,25 @@ class AsyncChannelLink:
         self._to_send = Event()
         self._taken = Event()
         self._closing = False
+        self._sending = False
+        self._wake_when_sent = False
         self._closed: tuple[int, str] | None = None
 
     def start(self, task_group: TaskGroup) -> None:
         task_group.start_soon(self._pump_in)
         task_group.start_soon(self._pump_out)
+
+    @property
+    def unsent(self) -> bool:
+        """Whether frames wait to be sent, or are being sent."""
+        return bool(self._outgoing) or self._sending
+
+    def wake_when_sent(self) -> None:
+        """Wakes `wait()` once nothing is `unsent`."""
+        if self.unsent:
+            self._wake_when_sent = True
+        else:
+            self._received.set()
 
     def _send(self, frame: bytes) -> None:
         if not self._closing:
@@ -117,12 +134,17 @@ class AsyncChannelLink:
             await self._to_send.wait()
             self._to_send = Event()
             frames, self._outgoing = self._outgoing, []
+            self._sending = True
             try:
                 for frame in frames:
                     await self._channel.send(frame)
             except Exception as error:
                 self._end(1006, f"channel send failed: {error!r}")
                 return
+            self._sending = False
+            if self._wake_when_sent and not self._outgoing:
+                self._wake_when_sent = False
+                self._received.set()
             if self._closing and not self._outgoing:
                 self._end(1000, "")
                 return
@@ -136,6 +158,14 @@ class ChannelLink:
         self._channel = channel
         self._held: list[bytes] = []
         self._closed: tuple[int, str] | None = None
+
+    @property
+    def unsent(self) -> bool:
+        """Never: a blocking channel's `send` returns once sent."""
+        return False
+
+    def wake_when_sent(self) -> None:
+        pass
 
     def send_step1(self, state_vector: bytes) -> None:
         self._channel.send(frame_step1(state_vector))

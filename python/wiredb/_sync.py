@@ -21,6 +21,8 @@ from ._wiredb import Batch
 
 log = logging.getLogger("wiredb")
 
+#: An encoded empty state vector: a document with no content.
+EMPTY_STATE_VECTOR = b"\x00"
 #: The origin given to awareness changes that came from the peer (they are never sent back).
 REMOTE = "remote"
 #: Awareness updates kept for an awareness not used yet; past it they are dropped and the
@@ -38,6 +40,11 @@ class DocSync:
         self.closed: tuple[int, str] | None = None
         self.denied: str | None = None
         self._applying = False
+        #: Changes the peer may lack that only a resync carries (made while disconnected,
+        #: or left unwritten by a lost connection): cleared once the peer asked for them.
+        #: A document with content may hold some before the first sync.
+        self.resync_pending = doc.get_state() != EMPTY_STATE_VECTOR
+        self._changed_offline = False
         self._local: list[bytes] = []
         self._remote: list[bytes] = []
         self._remote_synced = False
@@ -49,11 +56,26 @@ class DocSync:
         """Opens the sync: sends our state vector (sync step 1)."""
         self.endpoint.send_step1(self.doc.get_state())
 
+    @property
+    def unsent(self) -> bool:
+        """Whether local changes may not have reached the peer: not pushed yet, not written
+        to the link yet, or waiting for a resync."""
+        return (
+            bool(self._local)
+            or self.resync_pending
+            or self._changed_offline
+            or self.endpoint.unsent
+        )
+
     def _on_change(self, event: TransactionEvent) -> None:
         if self._applying:
             return
+        if self.closed is not None:
+            # Nobody to send it to: the next connection's resync carries it.
+            self._changed_offline = True
+            return
         update = event.update
-        if self.auto_push and self.closed is None:
+        if self.auto_push:
             self.endpoint.send_update(update)
         else:
             self._local.append(update)
@@ -74,7 +96,10 @@ class DocSync:
     def process(self, batch: Batch) -> None:
         """Handles what one `Endpoint.receive()` returned."""
         for state_vector in batch.step1:
+            # Everything the peer lacks, local changes not pushed yet included.
             self.endpoint.send_step2(self.doc.get_update(state_vector))
+            self._local.clear()
+            self.resync_pending = False
         self._remote.extend(batch.updates)
         self.awareness.receive(batch.awareness)
         if batch.query_awareness:
@@ -209,6 +234,10 @@ class AwarenessSync:
             self._subscription = None
         others = [client for client in awareness.states if client != awareness.client_id]
         awareness.remove_awareness_states(others, "closed")
+        # Their clocks are forgotten too: after a reconnection the server sends their states
+        # again at the same clocks, which would otherwise be taken as old news.
+        for client in awareness.meta.keys() - {awareness.client_id}:
+            del awareness.meta[client]
 
 
 def encode_removal(client_id: int, clock: int) -> bytes:

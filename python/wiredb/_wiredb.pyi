@@ -18,9 +18,12 @@ __all__ = [
     "frame_awareness",
     "frame_step1",
     "frame_step2",
+    "frame_token",
     "frame_update",
+    "mint_token",
     "room_file_name",
     "room_id_from_file_name",
+    "verify_token",
 ]
 
 @final
@@ -69,6 +72,11 @@ class Endpoint:
     @property
     def fd(self) -> int:
         """Readable when `receive()` has something."""
+    @property
+    def unsent(self) -> bool:
+        """Whether something sent was not yet written to the connection (a member: never)."""
+    def wake_when_sent(self) -> None:
+        """Makes `fd` readable once nothing is `unsent` (at once if so already)."""
     def send_step1(self, state_vector: bytes) -> None: ...
     def send_step2(self, update: bytes) -> None: ...
     def send_update(self, update: bytes) -> None:
@@ -163,9 +171,39 @@ class WebSocketServer:
         max_connections: int = ...,
         ping_interval: float = ...,
         idle_timeout: float = ...,
-    ) -> WebSocketServer: ...
+        authorize: bool = False,
+        token_secret: bytes | None = None,
+        allowed_origins: list[str] | None = None,
+        auth_timeout: float = ...,
+        max_pending_messages: int = ...,
+        max_pending_bytes: int = ...,
+    ) -> WebSocketServer:
+        """`authorize`: ask Python (`auth_requests()`) about connections without a token.
+        ValueError for a token secret under 16 bytes."""
     def start(self, host: str, port: int) -> int:
         """Binds and starts serving; returns the bound port. Raises OSError if it cannot bind."""
+    @property
+    def auth_fd(self) -> int:
+        """Readable when `auth_requests()` has something; -1 without `authorize`."""
+    def auth_requests(self) -> list[tuple[int, str, str, str, list[tuple[str, str]], str, int]]:
+        """Connections waiting for a decision: (id, path, room, query, headers, host, port)."""
+    def decide(
+        self, id: int, allow: bool, read_only: bool, identity: str | None, code: int, reason: str
+    ) -> bool:
+        """Lets connection `id` in, or closes it with `code` and `reason`; False if it is not
+        waiting any more."""
+    def connections(
+        self, room: str
+    ) -> list[
+        tuple[tuple[int, str, str, str, list[tuple[str, str]], str, int], str | None, bool, bool]
+    ]:
+        """The connections of `room` let in: (request, identity, read_only, joined)."""
+    def close_connections(self, room: str, ids: list[int] | None, code: int, reason: str) -> int:
+        """Closes connections of `room` (`ids`, or all); none of their updates is applied once
+        this returns. Returns how many."""
+    def set_read_only(self, room: str, ids: list[int] | None, read_only: bool) -> int:
+        """Changes the access of connections of `room` (`ids`, or all), at once. Returns how
+        many."""
     def stop(self) -> None:
         """Stops accepting and closes every connection with 1001; the registry's "stopped"
         event follows."""
@@ -189,6 +227,17 @@ def frame_step1(state_vector: bytes) -> bytes: ...
 def frame_step2(update: bytes) -> bytes: ...
 def frame_update(update: bytes) -> bytes: ...
 def frame_awareness(payload: bytes) -> bytes: ...
+def frame_token(token: str) -> bytes:
+    """An auth message carrying an access token (a connection's first frame)."""
+
+def mint_token(
+    secret: bytes, room: str, read_only: bool, expires_at: int, subject: str | None = None
+) -> str:
+    """A signed token (HS256 JWT) for `room`; ValueError for a secret under 16 bytes."""
+
+def verify_token(secret: bytes, token: str, room: str) -> tuple[bool, int, str | None]:
+    """(read_only, expires_at, subject) of a valid token for `room`; ValueError saying why not."""
+
 def absorb(frames: list[bytes], closed: tuple[int, str] | None = None) -> Batch:
     """Decodes received frames into one batch, pending updates merged into one."""
 

@@ -156,9 +156,15 @@ async def peer_server(name: str, command: list[str]) -> AsyncIterator[int]:
         yield int(state["port"])
 
 
-def yjs_client(url: str, room: str) -> AbstractAsyncContextManager[Peer]:
-    """A JavaScript Yjs client: y-websocket's `WebsocketProvider` on Node."""
-    return run_peer("yjs client", [node(), str(SCRIPTS / "yjs_client.mjs"), url, room])
+def yjs_client(
+    url: str, room: str, params: dict[str, str] | None = None
+) -> AbstractAsyncContextManager[Peer]:
+    """A JavaScript Yjs client: y-websocket's `WebsocketProvider` on Node (`params`: its URL's
+    query parameters)."""
+    args = [node(), str(SCRIPTS / "yjs_client.mjs"), url, room]
+    if params is not None:
+        args.append(json.dumps(params))
+    return run_peer("yjs client", args)
 
 
 def yjs_server() -> AbstractAsyncContextManager[int]:

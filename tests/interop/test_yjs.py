@@ -11,7 +11,7 @@ from anyio import create_task_group, to_thread
 from pycrdt import Text
 
 from helpers import wait_for_awareness, wait_until
-from wire_websocket import AsyncWebSocketClient, AsyncWebSocketServer, WebSocketClient
+from wire_websocket import AsyncWebSocketClient, AsyncWebSocketServer, WebSocketClient, mint_token
 
 from .harness import State, free_port, yjs_client, yjs_server
 
@@ -217,3 +217,41 @@ async def awareness_scenario(port: int) -> None:
             own = str(ours.doc.client_id)
             await js.wait_for(lambda s: s["awareness"].get(own) == {"user": "py"})
         await js.wait_for(lambda s: own not in s["awareness"])
+
+
+async def test_yjs_clients_with_tokens_in_params_read_only_or_not() -> None:
+    secret = b"an interop secret of some length"
+    async with AsyncWebSocketServer(host=HOST, port=0, token_secret=secret) as server:
+        url = f"ws://{HOST}:{server.port}"
+        editor = {"token": mint_token(secret, "room", subject="js editor")}
+        viewer = {"token": mint_token(secret, "room", read_only=True, subject="js viewer")}
+        async with (
+            yjs_client(url, "room", editor) as js_editor,
+            yjs_client(url, "room", viewer) as js_viewer,
+            AsyncWebSocketClient(
+                "room", host=HOST, port=server.port, token=mint_token(secret, "room")
+            ) as ours,
+        ):
+            await js_editor.wait_for(text_is(""))
+            await js_viewer.wait_for(text_is(""))
+            identities = {c.identity: c.read_only for c in server.connections("room")}
+            assert identities == {"js editor": False, "js viewer": True, None: False}
+            await js_viewer.send("insert", value="<viewer>")
+            await js_editor.send("insert", value="<editor>")
+            text = ours.doc.get("text", type=Text)
+            await wait_until(ours.doc, lambda: "<editor>" in str(text))
+            # A marker after the viewer's edit: awareness, which a viewer may send.
+            await js_viewer.send("awareness", state={"after": "edit"})
+            await wait_for_awareness(
+                ours.awareness,
+                lambda: {"after": "edit"} in ours.awareness.states.values(),
+            )
+            assert "<viewer>" not in str(text)
+            await js_editor.wait_for(lambda s: s["text"] == str(text))
+            # The viewer keeps its own edit locally (Yjs does) and gets the editor's.
+            await js_viewer.wait_for(lambda s: "<editor>" in s["text"])
+
+        # A y-websocket client without a token is refused (and retries, refused again).
+        async with yjs_client(url, "room") as anonymous:
+            await anonymous.wait_for(lambda s: s["status"] == "disconnected")
+            assert not anonymous.state["synced"]

@@ -28,6 +28,10 @@ struct OutState {
     frames: Vec<Bytes>,
     updates: Vec<Bytes>,
     closing: Option<CloseReason>,
+    /// Taken by the writer and not yet flushed to the socket.
+    in_flight: bool,
+    /// Someone waits for everything to be written: wake the inbound queue's consumer then.
+    wake_when_sent: bool,
 }
 
 /// What the local side sends. Never blocks and never drops: control frames are few, and pending
@@ -102,9 +106,34 @@ impl Outbound {
         }
     }
 
+    /// Whether something queued was not yet written to the socket (it never will be once the
+    /// connection is lost).
+    pub fn unsent(&self) -> bool {
+        let state = self.lock();
+        state.in_flight || !state.frames.is_empty() || !state.updates.is_empty()
+    }
+
+    /// Asks for the local side to be woken (through its inbound queue) once everything queued
+    /// now and later is written. Returns false (and asks nothing) if that is already so.
+    pub fn wake_when_sent(&self) -> bool {
+        let mut state = self.lock();
+        let unsent = state.in_flight || !state.frames.is_empty() || !state.updates.is_empty();
+        state.wake_when_sent = unsent;
+        unsent
+    }
+
+    /// What `take` handed out is written and flushed. Returns whether to wake the local side.
+    pub fn flushed(&self) -> bool {
+        let mut state = self.lock();
+        state.in_flight = false;
+        let idle = state.frames.is_empty() && state.updates.is_empty();
+        idle && std::mem::take(&mut state.wake_when_sent)
+    }
+
     /// Everything to send now, updates merged into one frame, and whether to close after it.
     fn take(&self) -> (Vec<Bytes>, Option<CloseReason>) {
         let mut state = self.lock();
+        state.in_flight = !state.frames.is_empty() || !state.updates.is_empty();
         let mut frames = std::mem::take(&mut state.frames);
         let updates = std::mem::take(&mut state.updates);
         match updates.len() {
@@ -200,7 +229,19 @@ async fn run(
     let (ws, _) =
         tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, None)
             .await
-            .map_err(|e| failed("cannot connect to", &e))?;
+            .map_err(|e| match e {
+                // Refused by HTTP (an origin not allowed, a proxy's 401...): reported as the
+                // application close code 4000 + status, so that clients do not retry it.
+                tokio_tungstenite::tungstenite::Error::Http(response)
+                    if response.status().is_client_error() =>
+                {
+                    CloseReason::new(
+                        4000 + response.status().as_u16(),
+                        format!("{url} refused the connection: {}", response.status()),
+                    )
+                }
+                e => failed("cannot connect to", &e),
+            })?;
     let (mut sink, mut stream) = ws.split();
 
     let writer = async {
@@ -212,6 +253,9 @@ async fn run(
             }
             if !frames.is_empty() {
                 sink.flush().await?;
+                if outbound.flushed() {
+                    inbound.wake();
+                }
             }
             if let Some(reason) = closing {
                 let frame = CloseFrame {

@@ -5,12 +5,16 @@
 //! - [`guard`]: the only path from untrusted bytes to a yrs document;
 //! - [`room`], [`awareness`], [`registry`]: rooms and their members;
 //! - [`server`], [`client`]: the WebSocket wire;
+//! - [`auth`], [`token`], [`connections`]: who may connect, signed tokens, a server's live
+//!   connections (kick, read-only);
 //! - [`store`], [`persist`]: the file wire's log, and a room's native store on it;
 //! - [`pipe`]: the pipe wire (length-prefixed frames over OS pipes or a socketpair);
 //! - [`queue`], [`wake`], [`sync`], [`runtime`]: the plumbing between tokio and a local document.
 
+pub mod auth;
 pub mod awareness;
 pub mod client;
+pub mod connections;
 pub mod fuzz;
 pub mod guard;
 pub mod persist;
@@ -24,4 +28,5 @@ pub mod scan;
 pub mod server;
 pub mod store;
 pub mod sync;
+pub mod token;
 pub mod wake;

@@ -342,6 +342,9 @@ async fn run_client(
                 write_frame(&mut writer, frame).await?;
             }
             writer.flush().await?;
+            if outbound.flushed() {
+                inbound.wake();
+            }
             if closing.is_some() {
                 // A pipe's end only reads as ended once closed (shutdown does not do it).
                 writer.shutdown().await?;

@@ -13,6 +13,11 @@ pub const MSG_AWARENESS: u64 = 1;
 pub const MSG_AUTH: u64 = 2;
 pub const MSG_QUERY_AWARENESS: u64 = 3;
 
+/// Auth sub-types: y-protocols defines "permission denied" (server to client, with a reason);
+/// wiredb adds "token" (client to server, a signed access token as the reason string).
+pub const AUTH_PERMISSION_DENIED: u64 = 0;
+pub const AUTH_TOKEN: u64 = 1;
+
 /// Sync sub-types.
 pub const SYNC_STEP1: u64 = 0;
 pub const SYNC_STEP2: u64 = 1;

@@ -199,6 +199,12 @@ impl FrameQueue {
         self.waker.wake();
     }
 
+    /// Wakes the consumer without queuing anything (it finds nothing new, and looks again
+    /// at whatever it waits for besides frames).
+    pub fn wake(&self) {
+        self.waker.wake();
+    }
+
     pub fn is_closed(&self) -> bool {
         self.lock().closed.is_some()
     }

@@ -16,7 +16,7 @@ use yrs::{Doc, ReadTxn, StateVector, Transact};
 use crate::awareness::{AwarenessTable, MemberId};
 use crate::guard::{self, GuardError, GuardLimits};
 use crate::protocol::{decode_frame, DecodeError, Message};
-use crate::queue::{FrameQueue, Pushed};
+use crate::queue::{CloseReason, FrameQueue, Pushed};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RoomError {
@@ -65,9 +65,23 @@ pub enum JoinKind {
     Mirror,
 }
 
+/// What a member may do to the document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    ReadWrite,
+    /// Sent the document and its live updates; what it sends is not applied (it is told so
+    /// with a y-protocols permission-denied message). Its awareness still works: a viewer is
+    /// present in the room, its cursor and name are shown, it changes no document.
+    ReadOnly,
+}
+
+/// The reason of the permission-denied message a read-only member gets.
+pub const READ_ONLY_REASON: &str = "read-only";
+
 struct Member {
     queue: Arc<FrameQueue>,
     kind: JoinKind,
+    access: Access,
     /// Awareness updates accepted in the current one-second window, and when it started.
     awareness_window: (Instant, u32),
 }
@@ -142,12 +156,21 @@ impl RoomCore {
 
     /// Adds a member; its first frames are queued before any broadcast can reach it.
     pub fn join(&self, queue: Arc<FrameQueue>, kind: JoinKind) -> MemberId {
+        self.join_as(queue, kind, Access::ReadWrite)
+    }
+
+    /// Adds a member with the given access; a read-only peer is told so after its sync step 1
+    /// (once: its refused updates are dropped without a word).
+    pub fn join_as(&self, queue: Arc<FrameQueue>, kind: JoinKind, access: Access) -> MemberId {
         let id = self.next_member.fetch_add(1, Ordering::Relaxed);
         let mut state = self.lock();
         match kind {
             JoinKind::Peer => {
                 let sv = state.doc.transact().state_vector().encode_v1();
                 queue.push(Message::SyncStep1(sv.into()).encode());
+                if access == Access::ReadOnly {
+                    queue.push(read_only_notice());
+                }
                 if let Some(snapshot) = state.awareness.snapshot() {
                     queue.push(Message::Awareness(snapshot).encode());
                 }
@@ -162,10 +185,61 @@ impl RoomCore {
             Member {
                 queue,
                 kind,
+                access,
                 awareness_window: (Instant::now(), 0),
             },
         );
         id
+    }
+
+    /// Removes a member and closes its queue with `reason` (its connection is closed after
+    /// what was queued for it). Once this returns, nothing it sends is applied. Returns whether
+    /// it was a member.
+    pub fn close_member(&self, member: MemberId, reason: CloseReason) -> bool {
+        let mut state = self.lock();
+        let Some(entry) = state.members.remove(&member) else {
+            return false;
+        };
+        entry.queue.close(reason);
+        if let Some(removal) = state.awareness.remove_member(member) {
+            broadcast_awareness(&state, Message::Awareness(removal).encode());
+        }
+        true
+    }
+
+    /// Changes what a member may do. Once this returns, no update it sends is applied if it
+    /// became read-only (a peer is told so); a peer made read-write again is asked (sync step
+    /// 1) for the edits the room dropped meanwhile. Returns whether it is a member.
+    pub fn set_access(&self, member: MemberId, access: Access) -> bool {
+        let mut state = self.lock();
+        let Some(entry) = state.members.get_mut(&member) else {
+            return false;
+        };
+        if entry.access != access && entry.kind == JoinKind::Peer {
+            match access {
+                Access::ReadOnly => {
+                    entry.queue.push(read_only_notice());
+                }
+                // Its edits were dropped meanwhile, and its next ones may build on them: a
+                // sync step 1 asks it for everything the room lacks (y-protocols peers answer
+                // with a step 2).
+                Access::ReadWrite => {
+                    let sv = state.doc.transact().state_vector().encode_v1();
+                    if let Some(entry) = state.members.get(&member) {
+                        entry.queue.push(Message::SyncStep1(sv.into()).encode());
+                    }
+                }
+            }
+        }
+        if let Some(entry) = state.members.get_mut(&member) {
+            entry.access = access;
+        }
+        true
+    }
+
+    /// What a member may do, or None if it is not a member.
+    pub fn access(&self, member: MemberId) -> Option<Access> {
+        self.lock().members.get(&member).map(|m| m.access)
     }
 
     /// Removes a member and its awareness states (broadcast as removed to the others).
@@ -223,6 +297,13 @@ impl RoomCore {
                     return Ok(());
                 }
                 let mut state = self.lock();
+                // Checked under the lock that applies: once a member is closed or made
+                // read-only, no update of its is applied.
+                // A read-only member was told so when it joined or was made read-only.
+                let entry = state.members.get(&member).ok_or(RoomError::NotAMember)?;
+                if entry.access == Access::ReadOnly {
+                    return Ok(());
+                }
                 let relay = self.apply(&mut state, &update)?;
                 if relay.as_ref() != crate::protocol::EMPTY_UPDATE {
                     broadcast(&state, member, Message::Update(relay).encode());
@@ -329,6 +410,15 @@ impl RoomCore {
     pub fn state_vector(&self) -> Vec<u8> {
         self.lock().doc.transact().state_vector().encode_v1()
     }
+}
+
+/// A y-protocols permission-denied message saying the member is read-only.
+fn read_only_notice() -> Bytes {
+    Message::Auth {
+        kind: crate::protocol::AUTH_PERMISSION_DENIED,
+        reason: Bytes::from_static(READ_ONLY_REASON.as_bytes()),
+    }
+    .encode()
 }
 
 fn peers(state: &RoomState) -> usize {
@@ -504,6 +594,86 @@ mod tests {
         let removal = crate::awareness::encode_update([(7, 1, &b"null"[..])]);
         assert_eq!(messages(&qb), vec![Message::Awareness(removal)]);
         assert_eq!(room.leave(b), 1);
+    }
+
+    #[test]
+    fn a_read_only_member_is_told_gets_updates_and_changes_nothing() {
+        let room = RoomCore::new("r", RoomLimits::default());
+        let (qw, qr) = (queue(), queue());
+        let writer = room.join(qw.clone(), JoinKind::Peer);
+        let reader = room.join_as(qr.clone(), JoinKind::Peer, Access::ReadOnly);
+        let joined = messages(&qr);
+        assert!(matches!(joined[0], Message::SyncStep1(_)));
+        assert_eq!(
+            joined[1],
+            Message::Auth {
+                kind: 0,
+                reason: Bytes::from_static(b"read-only")
+            }
+        );
+        qw.drain();
+        let before = room.encode_state_as_update();
+        for i in 0..100 {
+            room.handle(reader, Message::Update(edit(&i.to_string())))
+                .unwrap();
+            room.handle(reader, Message::SyncStep2(edit("x"))).unwrap();
+        }
+        assert_eq!(room.encode_state_as_update(), before);
+        assert!(messages(&qw).is_empty());
+        assert!(messages(&qr).is_empty(), "told once, not per update");
+        // It still gets live updates, and its awareness is relayed.
+        let update = edit("live");
+        room.handle(writer, Message::Update(update.clone()))
+            .unwrap();
+        assert_eq!(messages(&qr), vec![Message::Update(update)]);
+        let state = crate::awareness::encode_update([(9, 1, &b"{}"[..])]);
+        room.handle(reader, Message::Awareness(state.clone()))
+            .unwrap();
+        assert_eq!(messages(&qw), vec![Message::Awareness(state)]);
+        assert_eq!(room.access(reader), Some(Access::ReadOnly));
+
+        // Made read-write again: asked for what the room dropped, which then gets in.
+        qr.drain();
+        assert!(room.set_access(reader, Access::ReadWrite));
+        let asked = messages(&qr);
+        let [Message::SyncStep1(sv)] = &asked[..] else {
+            panic!("expected a sync step 1, got {asked:?}");
+        };
+        assert_eq!(sv.as_ref(), &room.state_vector()[..]);
+        room.handle(reader, Message::SyncStep2(edit("dropped, then sent again")))
+            .unwrap();
+        let doc = Doc::new();
+        let text = doc.get_or_insert_text("text");
+        guard::apply_update(
+            &doc,
+            &room.encode_state_as_update(),
+            &GuardLimits::default(),
+        )
+        .unwrap();
+        assert!(text
+            .get_string(&doc.transact())
+            .contains("dropped, then sent again"));
+    }
+
+    #[test]
+    fn a_closed_member_is_gone_with_its_awareness() {
+        let room = RoomCore::new("r", RoomLimits::default());
+        let (qa, qb) = (queue(), queue());
+        let a = room.join(qa.clone(), JoinKind::Peer);
+        room.join(qb.clone(), JoinKind::Peer);
+        let state = crate::awareness::encode_update([(7, 1, &b"{}"[..])]);
+        room.handle(a, Message::Awareness(state)).unwrap();
+        qb.drain();
+        assert!(room.close_member(a, CloseReason::new(4000, "kicked")));
+        assert!(!room.close_member(a, CloseReason::new(4000, "kicked")));
+        let removal = crate::awareness::encode_update([(7, 1, &b"null"[..])]);
+        assert_eq!(messages(&qb), vec![Message::Awareness(removal)]);
+        assert!(matches!(
+            room.handle(a, Message::Update(edit("late"))),
+            Err(RoomError::NotAMember)
+        ));
+        assert_eq!(qa.drain().closed, Some(CloseReason::new(4000, "kicked")));
+        assert_eq!(room.peer_count(), 1);
     }
 
     #[test]

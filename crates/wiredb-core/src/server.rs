@@ -1,19 +1,30 @@
 //! The WebSocket server: accepts connections, maps each URL path to a room, and pumps frames
 //! between the socket and the room core. Entirely on tokio: no Python runs per message.
 //!
-//! Per connection: a reader (this task) hands frames to the room; a writer task drains the
-//! member's bounded queue to the socket. A member whose queue overflows is resynchronised from
-//! the room's full state; a message that fails to decode or apply closes only its sender.
+//! Per connection: the handshake (the `Origin` checked there), then the decision about who
+//! may join (a signed token verified here, or the authorization hook asked, with what the
+//! connection sends meanwhile capped), then the room. In the room a reader (this task) hands
+//! frames to the room; a writer task drains the member's bounded queue to the socket. A member
+//! whose queue overflows is resynchronised from the room's full state; a message that fails to
+//! decode or apply closes only its sender.
+//!
+//! Closing is a handshake: whoever closes a member (the server stopping, a kick) closes its
+//! queue; the writer sends what was queued, then the close frame, and the reader goes on
+//! handling what the peer sent before it saw that frame until the peer answers (or
+//! `close_grace` passes). So an update a client sent before it learnt of the close is not lost.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use percent_encoding::percent_decode_str;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
+#[cfg(test)]
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -22,9 +33,15 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::{
+    leading_token, AuthConfig, Decision, PendingFrames, Request as JoinRequest, CLOSE_POLICY,
+    CLOSE_TRY_AGAIN, CLOSE_UNAUTHORIZED, TOKEN_PARAM,
+};
+use crate::connections::Connections;
 use crate::queue::{CloseReason, FrameQueue, QueueLimits};
 use crate::registry::Registry;
-use crate::room::{JoinKind, RoomCore, RoomError, RoomLimits};
+use crate::room::{Access, RoomCore, RoomError, RoomLimits};
+use crate::token::unix_now;
 use crate::wake::Waker;
 
 const READ_BUFFER_BYTES: usize = 1 << 10;
@@ -49,6 +66,11 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Limits of each room of the server.
     pub room: RoomLimits,
+    /// Who may connect.
+    pub auth: AuthConfig,
+    /// Time a closing connection's peer has to answer the close frame; what it sends until
+    /// then is still handled.
+    pub close_grace: Duration,
 }
 
 impl Default for ServerConfig {
@@ -62,6 +84,8 @@ impl Default for ServerConfig {
             ping_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(90),
             room: RoomLimits::default(),
+            auth: AuthConfig::default(),
+            close_grace: Duration::from_secs(2),
         }
     }
 }
@@ -98,23 +122,37 @@ impl Server {
         registry: Arc<Registry>,
         config: ServerConfig,
     ) -> std::io::Result<Server> {
+        Self::bind_with(addr, registry, config, Connections::new()).await
+    }
+
+    /// As `bind`, with the table of connections shared with the caller (who may then answer
+    /// authorizations, close connections or make them read-only).
+    pub async fn bind_with(
+        addr: &str,
+        registry: Arc<Registry>,
+        config: ServerConfig,
+        connections: Arc<Connections>,
+    ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let connections = TaskTracker::new();
+        let tasks = TaskTracker::new();
         let accept_loop = tokio::spawn(accept_loop(
             listener,
-            registry,
-            Arc::new(config),
+            Shared {
+                registry,
+                config: Arc::new(config),
+                connections,
+            },
             shutdown_rx,
-            connections.clone(),
+            tasks.clone(),
         ));
         tracing::info!(%local_addr, "wiredb server listening");
         Ok(Server {
             local_addr,
             shutdown,
             accept_loop,
-            connections,
+            connections: tasks,
         })
     }
 
@@ -123,7 +161,8 @@ impl Server {
     }
 
     /// Stops accepting, closes every connection with 1001 (going away) after what was queued
-    /// for it, and waits for them to finish.
+    /// for it, handles what its peer sent until it answered (up to `close_grace`), and waits
+    /// for them to finish.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.accept_loop.await;
@@ -132,14 +171,21 @@ impl Server {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+/// What every connection of a server shares.
+#[derive(Clone)]
+struct Shared {
     registry: Arc<Registry>,
     config: Arc<ServerConfig>,
+    connections: Arc<Connections>,
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Shared,
     mut shutdown: watch::Receiver<bool>,
     connections: TaskTracker,
 ) {
-    let permits = Arc::new(Semaphore::new(config.max_connections));
+    let permits = Arc::new(Semaphore::new(shared.config.max_connections));
     loop {
         // Taken before accepting: at the cap, new connections wait in the listen backlog.
         let permit = tokio::select! {
@@ -161,19 +207,13 @@ async fn accept_loop(
             },
             _ = shutdown.changed() => break,
         };
-        let connection = handle_connection(
-            stream,
-            peer,
-            registry.clone(),
-            config.clone(),
-            shutdown.clone(),
-        );
+        let connection = handle_connection(stream, peer, shared.clone(), shutdown.clone());
         connections.spawn(async move {
             connection.await;
             drop(permit);
         });
     }
-    registry.fail_waiters();
+    shared.registry.fail_waiters();
 }
 
 /// The room id of a request path: without its leading `/`, percent-decoded.
@@ -185,26 +225,60 @@ pub fn room_id_from_path(path: &str) -> Option<String> {
         .map(|id| id.into_owned())
 }
 
+/// What the handshake's callback saw.
+struct Handshake {
+    path: String,
+    room: String,
+    query: String,
+    headers: Vec<(String, String)>,
+}
+
 async fn handle_connection(
     stream: TcpStream,
     peer: SocketAddr,
-    registry: Arc<Registry>,
-    config: Arc<ServerConfig>,
+    shared: Shared,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let Shared {
+        registry,
+        config,
+        connections,
+    } = shared;
     let _ = stream.set_nodelay(true);
-    let mut room_id = None;
+    let mut seen = None;
     // The callback's signature, with its large error type, is tungstenite's.
     #[allow(clippy::result_large_err)]
     let callback = |request: &Request, response: Response| {
-        room_id = room_id_from_path(request.uri().path());
-        if room_id.is_some() {
-            Ok(response)
-        } else {
+        let origin = request
+            .headers()
+            .get("origin")
+            .map(|o| o.to_str().unwrap_or("\u{fffd}"));
+        // Checked before anything else, and refused without a WebSocket: a browser page of
+        // another site costs one HTTP answer.
+        if !config.auth.origin_allowed(origin) {
+            let mut error = ErrorResponse::new(Some("origin not allowed".into()));
+            *error.status_mut() = StatusCode::FORBIDDEN;
+            return Err(error);
+        }
+        let path = request.uri().path();
+        let Some(room) = room_id_from_path(path) else {
             let mut error = ErrorResponse::new(Some("room id is not valid UTF-8".into()));
             *error.status_mut() = StatusCode::BAD_REQUEST;
-            Err(error)
-        }
+            return Err(error);
+        };
+        seen = Some(Handshake {
+            path: path.to_owned(),
+            room,
+            query: request.uri().query().unwrap_or_default().to_owned(),
+            headers: request
+                .headers()
+                .iter()
+                .filter_map(|(name, value)| {
+                    Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+                })
+                .collect(),
+        });
+        Ok(response)
     };
     let handshake =
         tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config.websocket()));
@@ -219,12 +293,36 @@ async fn handle_connection(
             return;
         }
     };
-    let Some(room_id) = room_id else { return };
+    let Some(seen) = seen else { return };
+    let request = Arc::new(JoinRequest {
+        id: connections.next_id(),
+        path: seen.path,
+        room: seen.room,
+        query: seen.query,
+        headers: seen.headers,
+        peer,
+    });
+    let room_id = request.room.clone();
+    let (_registration, decision) = connections.register(request.clone());
+
+    let admitted = tokio::select! {
+        admitted = admit(&mut ws, &request, &config.auth, decision) => admitted,
+        _ = shutdown.changed() => Err(CloseReason::new(1001, "server shutting down")),
+    };
+    let (access, identity, pending) = match admitted {
+        Ok(admitted) => admitted,
+        Err(reason) => {
+            tracing::debug!(room = %room_id, %peer, code = reason.code, reason = %reason.reason, "refused");
+            close_socket(ws, &reason).await;
+            return;
+        }
+    };
+    connections.admit(request.id, access, identity);
 
     let acquired = tokio::select! {
         acquired = tokio::time::timeout(config.open_timeout, registry.acquire(&room_id)) => acquired,
         _ = shutdown.changed() => {
-            let _ = ws.close(Some(close_frame(&CloseReason::new(1001, "server shutting down")))).await;
+            close_socket(ws, &CloseReason::new(1001, "server shutting down")).await;
             return;
         }
     };
@@ -232,48 +330,216 @@ async fn handle_connection(
         Ok(Ok(lease)) => lease,
         Ok(Err(error)) => {
             tracing::warn!(room = %room_id, %peer, %error, "join refused");
-            let _ = ws
-                .close(Some(close_frame(&CloseReason::new(
-                    1011,
-                    "room could not be opened",
-                ))))
-                .await;
+            close_socket(ws, &CloseReason::new(1011, "room could not be opened")).await;
             return;
         }
         Err(_) => {
             tracing::warn!(room = %room_id, %peer, "room took too long to open");
-            let _ = ws
-                .close(Some(close_frame(&CloseReason::new(1013, "room not ready"))))
-                .await;
+            close_socket(ws, &CloseReason::new(1013, "room not ready")).await;
             return;
         }
     };
     let core = lease.core().clone();
-    serve_member(ws, peer, core, &config, &mut shutdown).await;
+    let member = Member {
+        id: request.id,
+        peer,
+        core,
+        pending,
+    };
+    serve_member(ws, member, &connections, &config, &mut shutdown).await;
     drop(lease);
+}
+
+/// How long a refused connection has to answer its close frame.
+const REFUSED_GRACE: Duration = Duration::from_secs(1);
+
+/// Sends a close frame, then reads (and drops) what the peer still sends until it answers,
+/// for at most `REFUSED_GRACE`: a socket closed with unread data is reset, and a reset can
+/// destroy the close frame before the peer reads it (it would see 1006, not our code).
+async fn close_socket(mut ws: WebSocketStream<TcpStream>, reason: &CloseReason) {
+    let _ = tokio::time::timeout(REFUSED_GRACE, async {
+        if ws.close(Some(close_frame(reason))).await.is_err() {
+            return;
+        }
+        while let Some(Ok(message)) = ws.next().await {
+            if matches!(message, WsMessage::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Decides whether a connection gets in: a token (in the query, or in a y-protocols auth
+/// message opening its first frame) verified here, else the hook's answer. What the
+/// connection sends meanwhile is kept, capped, and returned to be handled once in.
+async fn admit(
+    ws: &mut WebSocketStream<TcpStream>,
+    request: &Arc<JoinRequest>,
+    auth: &AuthConfig,
+    decision: tokio::sync::oneshot::Receiver<Decision>,
+) -> Result<(Access, Option<String>, Vec<Bytes>), CloseReason> {
+    if auth.is_open() {
+        return Ok((Access::ReadWrite, None, Vec::new()));
+    }
+    let deadline = tokio::time::Instant::now() + auth.timeout;
+    let mut pending = PendingFrames::default();
+    if let Some(key) = &auth.token {
+        let token = match request.query_param(TOKEN_PARAM) {
+            Some(token) => Some(token),
+            None => {
+                // The first frame tells: a token message first, or no token at all.
+                let first = tokio::time::timeout_at(deadline, next_pending(ws, &mut pending, auth))
+                    .await
+                    .map_err(|_| CloseReason::new(CLOSE_POLICY, "no token in time"))??;
+                first.as_ref().and_then(leading_token)
+            }
+        };
+        match token {
+            Some(token) => {
+                return match key.verify(&token, &request.room, unix_now()) {
+                    Ok(claims) => {
+                        let access = if claims.read_only {
+                            Access::ReadOnly
+                        } else {
+                            Access::ReadWrite
+                        };
+                        Ok((access, claims.subject, pending.frames))
+                    }
+                    Err(error) => Err(CloseReason::new(CLOSE_UNAUTHORIZED, error.to_string())),
+                };
+            }
+            None if auth.hook.is_none() => {
+                return Err(CloseReason::new(CLOSE_UNAUTHORIZED, "token required"));
+            }
+            None => {}
+        }
+    }
+    let Some(hook) = &auth.hook else {
+        return Err(CloseReason::new(CLOSE_UNAUTHORIZED, "token required"));
+    };
+    hook.authorize(request.clone());
+    let mut decision = decision;
+    loop {
+        tokio::select! {
+            decided = &mut decision => {
+                return match decided {
+                    Ok(Decision::Allow { access, identity }) => Ok((access, identity, pending.frames)),
+                    Ok(Decision::Deny(reason)) => Err(reason),
+                    Err(_) => Err(CloseReason::new(1011, "authorization failed")),
+                };
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(CloseReason::new(CLOSE_TRY_AGAIN, "authorization timed out"));
+            }
+            next = next_pending(ws, &mut pending, auth) => { next?; }
+        }
+    }
+}
+
+/// Reads one message of a connection not let in yet into `pending` (the binary frame it was,
+/// if it was one). Err when the connection ended or sent too much.
+async fn next_pending(
+    ws: &mut WebSocketStream<TcpStream>,
+    pending: &mut PendingFrames,
+    auth: &AuthConfig,
+) -> Result<Option<Bytes>, CloseReason> {
+    let (frame, len) = match ws.next().await {
+        Some(Ok(WsMessage::Binary(frame))) => {
+            let len = frame.len();
+            (Some(frame), len)
+        }
+        Some(Ok(WsMessage::Text(text))) => (None, text.len()),
+        // Pings are answered by tungstenite; they count for nothing here.
+        Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => return Ok(None),
+        Some(Ok(WsMessage::Close(_))) | None => return Err(CloseReason::normal()),
+        Some(Err(WsError::Capacity(_))) => {
+            return Err(CloseReason::new(1009, "message too big"));
+        }
+        Some(Err(_)) => return Err(CloseReason::new(1006, "")),
+    };
+    if !pending.push(frame.clone(), len, auth) {
+        return Err(CloseReason::new(
+            CLOSE_POLICY,
+            "too much sent before authorization",
+        ));
+    }
+    Ok(frame)
+}
+
+/// A connection let into its room.
+struct Member {
+    id: u64,
+    peer: SocketAddr,
+    core: Arc<RoomCore>,
+    /// What it sent before it was let in, handled first.
+    pending: Vec<Bytes>,
 }
 
 async fn serve_member(
     ws: WebSocketStream<TcpStream>,
-    peer: SocketAddr,
-    core: Arc<RoomCore>,
+    member: Member,
+    connections: &Connections,
     config: &ServerConfig,
     shutdown: &mut watch::Receiver<bool>,
 ) {
+    let Member {
+        id,
+        peer,
+        core,
+        pending,
+    } = member;
     let notify = Arc::new(Notify::new());
     let queue = Arc::new(FrameQueue::new(config.queue, Waker::Tokio(notify.clone())));
-    let member = core.join(queue.clone(), JoinKind::Peer);
     let (sink, mut stream) = ws.split();
-    let writer = tokio::spawn(write_loop(sink, queue.clone(), core.clone(), notify));
+    let member = match connections.join(id, &core, queue.clone()) {
+        Ok(member) => member,
+        Err(reason) => {
+            // Closed while its room opened: the close frame goes out through the writer.
+            queue.close(reason);
+            let _ = write_loop(sink, queue, core, notify).await;
+            return;
+        }
+    };
+    let mut writer = tokio::spawn(write_loop(sink, queue.clone(), core.clone(), notify));
+    let mut writer_done = false;
 
     let mut ping = tokio::time::interval(config.ping_interval);
     ping.reset();
     let mut last_seen = tokio::time::Instant::now();
+    // Set once the member is closing: the peer has until then to answer the close frame.
+    let mut closing_until: Option<tokio::time::Instant> = None;
+    let mut failed = None;
+    for frame in pending {
+        if let Err(error) = core.handle_frame(member, &frame) {
+            failed = Some(error);
+            break;
+        }
+    }
     let reason = loop {
+        if let Some(error) = failed.take() {
+            tracing::warn!(room = %core.id(), %peer, %error, "closing connection");
+            break close_reason_for(&error);
+        }
+        let grace = closing_until.unwrap_or_else(tokio::time::Instant::now);
         let next = tokio::select! {
             next = stream.next() => next,
-            _ = shutdown.changed() => break CloseReason::new(1001, "server shutting down"),
-            _ = ping.tick() => {
+            _ = shutdown.changed(), if closing_until.is_none() => {
+                queue.close(CloseReason::new(1001, "server shutting down"));
+                closing_until = Some(tokio::time::Instant::now() + config.close_grace);
+                continue;
+            }
+            _ = &mut writer, if !writer_done => {
+                // The close frame is out (or the socket is gone): wait for the answer.
+                writer_done = true;
+                let until = tokio::time::Instant::now() + config.close_grace;
+                closing_until = Some(closing_until.map_or(until, |t| t.min(until)));
+                continue;
+            }
+            _ = tokio::time::sleep_until(grace), if closing_until.is_some() => {
+                break CloseReason::new(1001, "");
+            }
+            _ = ping.tick(), if closing_until.is_none() => {
                 if last_seen.elapsed() >= config.idle_timeout {
                     tracing::debug!(room = %core.id(), %peer, "idle: closing");
                     break CloseReason::new(1001, "idle timeout");
@@ -284,12 +550,12 @@ async fn serve_member(
         };
         last_seen = tokio::time::Instant::now();
         match next {
-            Some(Ok(WsMessage::Binary(frame))) => {
-                if let Err(error) = core.handle_frame(member, &frame) {
-                    tracing::warn!(room = %core.id(), %peer, %error, "closing connection");
-                    break close_reason_for(&error);
-                }
-            }
+            Some(Ok(WsMessage::Binary(frame))) => match core.handle_frame(member, &frame) {
+                Ok(()) => {}
+                // Closed from outside (a kick): its close frame is on its way.
+                Err(RoomError::NotAMember) => {}
+                Err(error) => failed = Some(error),
+            },
             Some(Ok(WsMessage::Close(_))) | None => break CloseReason::normal(),
             // Text frames are not part of the protocol; pings are answered by tungstenite.
             Some(Ok(_)) => {}
@@ -305,7 +571,9 @@ async fn serve_member(
     };
     core.leave(member);
     queue.close(reason);
-    let _ = writer.await;
+    if !writer_done {
+        let _ = writer.await;
+    }
 }
 
 fn close_reason_for(error: &RoomError) -> CloseReason {
@@ -377,6 +645,257 @@ async fn write_loop<S>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::{Authorizer, CLOSE_FORBIDDEN};
+    use crate::protocol::{decode_frame, Message, AUTH_TOKEN};
+    use crate::token::{Claims, TokenKey};
+    use tokio::sync::mpsc;
+    use tokio_tungstenite::connect_async;
+
+    type Client = WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+    struct Hook(mpsc::UnboundedSender<Arc<JoinRequest>>);
+
+    impl Authorizer for Hook {
+        fn authorize(&self, request: Arc<JoinRequest>) {
+            let _ = self.0.send(request);
+        }
+    }
+
+    async fn start(auth: AuthConfig) -> (Server, Arc<Connections>, Arc<Registry>) {
+        let registry = Registry::new(None, RoomLimits::default());
+        let connections = Connections::new();
+        let config = ServerConfig {
+            auth,
+            ..ServerConfig::default()
+        };
+        let server =
+            Server::bind_with("127.0.0.1:0", registry.clone(), config, connections.clone())
+                .await
+                .unwrap();
+        (server, connections, registry)
+    }
+
+    async fn connect(server: &Server, path: &str) -> Client {
+        let url = format!("ws://{}{path}", server.local_addr());
+        connect_async(url).await.unwrap().0
+    }
+
+    /// Reads until the connection closes; returns the close code and the messages seen.
+    async fn until_closed(client: &mut Client) -> (Option<u16>, Vec<Message>) {
+        let mut seen = Vec::new();
+        while let Some(message) = client.next().await {
+            match message {
+                Ok(WsMessage::Binary(frame)) => seen.extend(decode_frame(&frame).unwrap()),
+                Ok(WsMessage::Close(frame)) => return (frame.map(|f| f.code.into()), seen),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        (None, seen)
+    }
+
+    async fn first_messages(client: &mut Client) -> Vec<Message> {
+        match client.next().await {
+            Some(Ok(WsMessage::Binary(frame))) => decode_frame(&frame).unwrap(),
+            other => panic!("expected a frame, got {other:?}"),
+        }
+    }
+
+    fn edit(text: &str) -> Bytes {
+        let doc = yrs::Doc::new();
+        let t = doc.get_or_insert_text("t");
+        let mut txn = yrs::Transact::transact_mut(&doc);
+        yrs::Text::insert(&t, &mut txn, 0, text);
+        yrs::TransactionMut::encode_update_v1(&txn).into()
+    }
+
+    const SECRET: &[u8] = b"a secret of at least sixteen bytes";
+
+    fn token(room: &str, read_only: bool, expires_at: u64) -> String {
+        TokenKey::new(SECRET).unwrap().mint(&Claims {
+            room: room.into(),
+            read_only,
+            expires_at,
+            subject: Some("bob".into()),
+        })
+    }
+
+    #[tokio::test]
+    async fn tokens_in_the_query_or_a_first_message_let_in_others_are_closed_with_4401() {
+        let auth = AuthConfig {
+            token: Some(TokenKey::new(SECRET).unwrap()),
+            ..AuthConfig::default()
+        };
+        let (server, connections, registry) = start(auth).await;
+        let later = unix_now() + 60;
+
+        let mut reader = connect(&server, &format!("/r?token={}", token("r", true, later))).await;
+        let joined = first_messages(&mut reader).await;
+        assert!(matches!(joined[0], Message::SyncStep1(_)));
+        let info = &connections.in_room("r")[0];
+        assert_eq!(
+            (info.access, info.identity.as_deref()),
+            (Access::ReadOnly, Some("bob"))
+        );
+
+        let mut writer = connect(&server, "/r").await;
+        let mut frame = Message::Auth {
+            kind: AUTH_TOKEN,
+            reason: token("r", false, later).into(),
+        }
+        .encode()
+        .to_vec();
+        frame.extend_from_slice(&Message::Update(edit("hello")).encode());
+        writer.send(WsMessage::Binary(frame.into())).await.unwrap();
+        // The update that came with the token is applied once the connection is in.
+        let mut got = Vec::new();
+        while !got.iter().any(|m| matches!(m, Message::Update(_))) {
+            got.extend(first_messages(&mut reader).await);
+        }
+        assert!(registry.open_rooms() == vec!["r".to_string()]);
+
+        for path in [
+            format!("/r?token={}", token("r", false, unix_now() - 1)),
+            format!("/r?token={}", token("other", false, later)),
+            format!("/r?token={}x", token("r", false, later)),
+        ] {
+            let mut refused = connect(&server, &path).await;
+            assert_eq!(until_closed(&mut refused).await.0, Some(CLOSE_UNAUTHORIZED));
+        }
+        // No token at all: the first frame is not a token message.
+        let mut anonymous = connect(&server, "/r").await;
+        anonymous
+            .send(WsMessage::Binary(
+                Message::SyncStep1(Bytes::from_static(&[0])).encode(),
+            ))
+            .await
+            .unwrap();
+        let (code, seen) = until_closed(&mut anonymous).await;
+        assert_eq!(code, Some(CLOSE_UNAUTHORIZED));
+        assert!(seen.is_empty(), "a refused connection is sent nothing");
+        drop((reader, writer));
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn the_hook_decides_and_what_is_sent_meanwhile_is_capped() {
+        let (tx, mut requests) = mpsc::unbounded_channel();
+        let auth = AuthConfig {
+            hook: Some(Arc::new(Hook(tx))),
+            timeout: Duration::from_millis(500),
+            max_pending_frames: 4,
+            ..AuthConfig::default()
+        };
+        let (server, connections, registry) = start(auth).await;
+
+        let mut denied = connect(&server, "/r?user=eve").await;
+        let request = requests.recv().await.unwrap();
+        assert_eq!(request.query_param("user").as_deref(), Some("eve"));
+        assert_eq!(request.room, "r");
+        assert!(connections.decide(
+            request.id,
+            Decision::Deny(CloseReason::new(CLOSE_FORBIDDEN, "no"))
+        ));
+        assert_eq!(until_closed(&mut denied).await.0, Some(CLOSE_FORBIDDEN));
+        assert!(
+            registry.open_rooms().is_empty(),
+            "no room for a denied connection"
+        );
+
+        // A flood while the hook thinks: closed at the cap, never let in.
+        let mut flood = connect(&server, "/r").await;
+        let request = requests.recv().await.unwrap();
+        for _ in 0..10 {
+            if flood
+                .send(WsMessage::Binary(Message::Update(edit("x")).encode()))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        assert_eq!(until_closed(&mut flood).await.0, Some(CLOSE_POLICY));
+        assert!(!connections.decide(
+            request.id,
+            Decision::Allow {
+                access: Access::ReadWrite,
+                identity: None
+            }
+        ));
+
+        // A hook that never answers: closed at the timeout.
+        let mut ignored = connect(&server, "/r").await;
+        requests.recv().await.unwrap();
+        assert_eq!(until_closed(&mut ignored).await.0, Some(CLOSE_TRY_AGAIN));
+        assert!(registry.open_rooms().is_empty());
+        // Gone from the table once its socket is (its close answered, or a grace passed).
+        drop((denied, flood, ignored));
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !connections.is_empty() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("every refused connection is forgotten");
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn origins_not_listed_are_refused_during_the_handshake() {
+        let auth = AuthConfig {
+            allowed_origins: Some(vec!["https://good.example".into()]),
+            ..AuthConfig::default()
+        };
+        let (server, _, _) = start(auth).await;
+        let url = format!("ws://{}/r", server.local_addr());
+        let mut request = url.clone().into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("Origin", "https://evil.example".parse().unwrap());
+        match connect_async(request).await {
+            Err(WsError::Http(response)) => assert_eq!(response.status(), StatusCode::FORBIDDEN),
+            other => panic!("expected a 403, got {other:?}"),
+        }
+        let mut request = url.into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("Origin", "https://good.example".parse().unwrap());
+        assert!(connect_async(request).await.is_ok());
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn shutdown_handles_what_a_peer_sent_before_the_close_frame() {
+        let (server, _, registry) = start(AuthConfig::default()).await;
+        let mut client = connect(&server, "/r").await;
+        first_messages(&mut client).await;
+        let core = registry_core(&registry, "r").await;
+        // Sent, then the server stops before it could have read them.
+        for i in 0..50 {
+            client
+                .send(WsMessage::Binary(
+                    Message::Update(edit(&i.to_string())).encode(),
+                ))
+                .await
+                .unwrap();
+        }
+        let stopping = tokio::spawn(server.shutdown());
+        assert_eq!(until_closed(&mut client).await.0, Some(1001));
+        drop(client);
+        stopping.await.unwrap();
+        let doc = yrs::Doc::new();
+        let text = doc.get_or_insert_text("t");
+        crate::guard::apply_update(&doc, &core.encode_state_as_update(), &Default::default())
+            .unwrap();
+        assert_eq!(
+            yrs::GetString::get_string(&text, &yrs::Transact::transact(&doc)).len(),
+            90
+        );
+    }
+
+    async fn registry_core(registry: &Arc<Registry>, id: &str) -> Arc<RoomCore> {
+        registry.acquire(id).await.unwrap().core().clone()
+    }
 
     #[test]
     fn room_ids_are_the_percent_decoded_path() {

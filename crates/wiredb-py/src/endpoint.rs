@@ -179,6 +179,27 @@ impl Endpoint {
         self.fd.raw()
     }
 
+    /// Whether something sent was not yet written to the connection (a room member applies
+    /// what it sends at once: never).
+    #[getter]
+    fn unsent(&self) -> bool {
+        match &self.link {
+            Link::Remote(outbound) => outbound.unsent(),
+            Link::Member { .. } => false,
+        }
+    }
+
+    /// Makes `fd` readable once nothing is `unsent` (at once if that is so already).
+    fn wake_when_sent(&self) {
+        let waiting = match &self.link {
+            Link::Remote(outbound) => outbound.wake_when_sent(),
+            Link::Member { .. } => false,
+        };
+        if !waiting {
+            self.fd.notify();
+        }
+    }
+
     fn send_step1(&self, py: Python<'_>, state_vector: &[u8]) -> PyResult<()> {
         self.send(py, Message::SyncStep1(Bytes::copy_from_slice(state_vector)))
     }

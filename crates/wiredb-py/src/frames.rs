@@ -6,7 +6,7 @@ use bytes::Bytes;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use wiredb_core::guard::GuardLimits;
-use wiredb_core::protocol::Message;
+use wiredb_core::protocol::{Message, AUTH_TOKEN};
 use wiredb_core::queue::CloseReason;
 use wiredb_core::sync;
 
@@ -34,6 +34,19 @@ pub fn frame_update<'py>(py: Python<'py>, update: &[u8]) -> Bound<'py, PyBytes> 
 #[pyfunction]
 pub fn frame_awareness<'py>(py: Python<'py>, payload: &[u8]) -> Bound<'py, PyBytes> {
     encode(py, Message::Awareness(Bytes::copy_from_slice(payload)))
+}
+
+/// A y-protocols auth message carrying an access token (wiredb's token sub-type): sent as a
+/// connection's first frame, it authorizes the connection.
+#[pyfunction]
+pub fn frame_token<'py>(py: Python<'py>, token: &str) -> Bound<'py, PyBytes> {
+    encode(
+        py,
+        Message::Auth {
+            kind: AUTH_TOKEN,
+            reason: Bytes::copy_from_slice(token.as_bytes()),
+        },
+    )
 }
 
 /// Decodes received frames into one batch, pending updates merged into one; `closed` is

@@ -11,6 +11,7 @@ mod registry;
 mod room;
 mod server;
 mod store;
+mod token;
 
 #[pymodule]
 fn _wiredb(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -26,7 +27,10 @@ fn _wiredb(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(frames::frame_step2, m)?)?;
     m.add_function(wrap_pyfunction!(frames::frame_update, m)?)?;
     m.add_function(wrap_pyfunction!(frames::frame_awareness, m)?)?;
+    m.add_function(wrap_pyfunction!(frames::frame_token, m)?)?;
     m.add_function(wrap_pyfunction!(frames::absorb, m)?)?;
+    m.add_function(wrap_pyfunction!(token::mint_token, m)?)?;
+    m.add_function(wrap_pyfunction!(token::verify_token, m)?)?;
     m.add_class::<store::FileStore>()?;
     m.add_class::<store::StoreState>()?;
     m.add_function(wrap_pyfunction!(store::room_file_name, m)?)?;

@@ -2,19 +2,21 @@
 // tests through JSON lines: commands on stdin, and after every change a snapshot of what it
 // sees on stdout ({"text", "synced", "status", "clientID", "awareness"}).
 //
-// usage: node yjs_client.mjs SERVER_URL ROOM
+// usage: node yjs_client.mjs SERVER_URL ROOM [PARAMS_JSON]
+// PARAMS_JSON: the URL's query parameters (y-websocket's `params`), e.g. {"token": "..."}.
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import WebSocket from 'ws'
 import readline from 'node:readline'
 
-const [serverUrl, room] = process.argv.slice(2)
+const [serverUrl, room, params] = process.argv.slice(2)
 const doc = new Y.Doc()
 const text = doc.getText('text')
 const provider = new WebsocketProvider(serverUrl, room, doc, {
   WebSocketPolyfill: WebSocket,
   disableBc: true,
-  maxBackoffTime: 300
+  maxBackoffTime: 300,
+  params: params ? JSON.parse(params) : {}
 })
 let status = 'connecting'
 

@@ -1,0 +1,40 @@
+"""Access tokens for a server's native token check: signed (HS256 JWT) with the server's secret."""
+
+from __future__ import annotations
+
+import time
+
+from wiredb._wiredb import mint_token as _mint_token
+
+
+def _secret_bytes(secret: str | bytes) -> bytes:
+    return secret.encode() if isinstance(secret, str) else bytes(secret)
+
+
+def mint_token(
+    secret: str | bytes,
+    room: str,
+    *,
+    read_only: bool = False,
+    expires_in: float = 3600,
+    subject: str | None = None,
+) -> str:
+    """A token that opens `room` (read-only or not) for `expires_in` seconds.
+
+    It is a JWT signed with HMAC-SHA256: claims `room`, `exp` (Unix seconds), `ro`, and `sub`
+    if given. Any JWT library can mint the same with the same secret (say, in the web app
+    that serves your pages). The server (`AsyncWebSocketServer(token_secret=...)`) verifies it
+    natively, in constant time.
+    ```py
+    secret = secrets.token_bytes(32)  # shared with the server, kept secret
+    token = mint_token(secret, "notes", read_only=True, expires_in=600, subject="alice")
+    AsyncWebSocketClient("notes", host="localhost", port=8000, token=token)
+    ```
+
+    Raises:
+        ValueError: the secret is shorter than 16 bytes.
+    """
+    if expires_in <= 0:
+        raise ValueError("expires_in must be positive")
+    expires_at = int(time.time() + expires_in)
+    return _mint_token(_secret_bytes(secret), room, read_only, expires_at, subject)
