@@ -5,7 +5,8 @@
 //! - [`guard`]: the only path from untrusted bytes to a yrs document;
 //! - [`room`], [`awareness`], [`registry`]: rooms and their members;
 //! - [`server`], [`client`]: the WebSocket wire;
-//! - [`store`], [`persist`]: the file wire's log, and a room's native store on it;
+//! - [`record`], [`store`], [`persist`]: the file wire's records (with checksums), its log, and
+//!   a room's native store on it;
 //! - [`queue`], [`wake`], [`sync`], [`runtime`]: the plumbing between tokio and a local document.
 
 pub mod awareness;
@@ -15,6 +16,7 @@ pub mod guard;
 pub mod persist;
 pub mod protocol;
 pub mod queue;
+pub mod record;
 pub mod registry;
 pub mod room;
 pub mod runtime;
