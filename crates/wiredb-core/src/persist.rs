@@ -197,6 +197,7 @@ impl Shared {
 /// The handle on a room's store. Dropping it closes the store (which still writes what is left).
 pub struct RoomStore {
     shared: Arc<Shared>,
+    config: StoreConfig,
 }
 
 impl std::fmt::Debug for RoomStore {
@@ -242,12 +243,16 @@ impl RoomStore {
             flush_asked: AtomicU64::new(0),
             sync_asked: AtomicU64::new(0),
         });
-        runtime().spawn(run(shared.clone(), core, config));
-        RoomStore { shared }
+        runtime().spawn(run(shared.clone(), core, config.clone()));
+        RoomStore { shared, config }
     }
 
     pub fn path(&self) -> &Path {
         &self.shared.path
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
     }
 
     pub fn status(&self) -> StoreStatus {
@@ -527,16 +532,20 @@ async fn write_until_closed(
         let squash = config.squash;
         let state_of = core.clone();
         let done = tokio::task::spawn_blocking(move || {
-            let result = match &job {
-                Job::Append { updates, sync } => write(&mut log, updates, squash)
-                    .and_then(|()| if *sync && !squash { log.sync() } else { Ok(()) }),
-                Job::Rewrite => log.rewrite(&state_of.encode_state_as_update()),
-                Job::Sync => log.sync(),
+            // `wrote`: the records are in the file, whatever came next.
+            let (wrote, result) = match &job {
+                Job::Append { updates, sync } => match write(&mut log, updates, squash) {
+                    Ok(()) if *sync && !squash => (true, log.sync()),
+                    Ok(()) => (true, Ok(())),
+                    Err(error) => (false, Err(error)),
+                },
+                Job::Rewrite => (false, log.rewrite(&state_of.encode_state_as_update())),
+                Job::Sync => (false, log.sync()),
             };
-            (log, job, result)
+            (log, job, wrote, result)
         })
         .await;
-        let (back, job, result) = match done {
+        let (back, job, wrote, result) = match done {
             Ok(done) => done,
             Err(join) => {
                 let error = PersistError::Crashed {
@@ -582,10 +591,17 @@ async fn write_until_closed(
                 failures += 1;
                 progress.failed = asked;
                 if let Job::Append { mut updates, .. } = job {
-                    // Written or not, they are retried (after a rewrite, if an fsync failed).
-                    progress.dirty = true;
-                    updates.append(&mut pending);
-                    pending = updates;
+                    if wrote {
+                        // Only their fsync failed: the rewrite that must come next writes the
+                        // whole document. Under `always`, written means fsynced.
+                        progress.dirty = true;
+                        if policy != FsyncPolicy::Always {
+                            progress.written = asked;
+                        }
+                    } else {
+                        updates.append(&mut pending);
+                        pending = updates;
+                    }
                 }
                 let what = if log.needs_rewrite() {
                     "fsync failed: the file will be rewritten from the document"
@@ -1038,5 +1054,151 @@ mod tests {
         );
         assert_eq!(room_id_from_file_name("a%2_updates.y"), None);
         assert_eq!(room_id_from_file_name("other.y"), None);
+    }
+
+    fn store_with(path: &Path, fsync: FsyncPolicy) -> (Arc<RoomCore>, RoomStore, MemberId) {
+        let core = RoomCore::new("r", RoomLimits::default());
+        let config = StoreConfig {
+            fsync,
+            ..StoreConfig::default()
+        };
+        let store = RoomStore::attach(core.clone(), path, config, None);
+        assert_eq!(opened(&store).phase, Phase::Open);
+        let member = peer(&core);
+        (core, store, member)
+    }
+
+    /// Waits for a ticket: `Ok(status)` once written (or durable), `Err(status)` if failed.
+    fn wait_ticket(store: &RoomStore, ticket: u64, durable: bool) -> Result<StoreStatus, StoreStatus> {
+        let status = store
+            .wait_until(WAIT, |s| {
+                let done = if durable { s.durable } else { s.written };
+                done >= ticket || s.failed >= ticket
+            })
+            .unwrap();
+        let done = if durable { status.durable } else { status.written };
+        if done >= ticket {
+            Ok(status)
+        } else {
+            Err(status)
+        }
+    }
+
+    #[test]
+    fn each_policy_fsyncs_when_it_says() {
+        for (policy, syncs_after_writes, syncs_after_flush, syncs_after_close) in [
+            (FsyncPolicy::None, 0, 0, 0),
+            (FsyncPolicy::Flush, 0, 1, 1),
+            (FsyncPolicy::Always, 3, 3, 3),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("r_updates.y");
+            let (core, store, member) = store_with(&path, policy);
+            for update in edits(10, &["a", "b", "c"]) {
+                core.handle(member, Message::Update(update)).unwrap();
+                let ticket = store.flush(false);
+                let status = wait_ticket(&store, ticket, false).unwrap();
+                if policy != FsyncPolicy::Flush {
+                    assert!(status.durable >= ticket, "{policy:?}: written is durable");
+                }
+            }
+            assert_eq!(store.status().syncs, syncs_after_writes, "{policy:?}");
+            let ticket = store.flush(true);
+            let status = wait_ticket(&store, ticket, true).unwrap();
+            assert_eq!(status.syncs, syncs_after_flush, "{policy:?}");
+            // Nothing written since: a second durable flush needs no fsync.
+            let ticket = store.flush(true);
+            assert_eq!(wait_ticket(&store, ticket, true).unwrap().syncs, syncs_after_flush);
+            let status = closed(&store);
+            assert!(status.error.is_none());
+            assert_eq!(status.syncs, syncs_after_close, "{policy:?}");
+            assert_eq!(file_text(&path), "abc");
+        }
+    }
+
+    #[test]
+    fn a_failed_fsync_fails_the_flush_and_the_file_is_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r_updates.y");
+        let (core, store, member) = store_with(&path, FsyncPolicy::Flush);
+        let updates = edits(11, &["one", "two", "three"]);
+        core.handle(member, Message::Update(updates[0].clone())).unwrap();
+        wait_ticket(&store, store.flush(true), true).unwrap();
+        core.handle(member, Message::Update(updates[1].clone())).unwrap();
+        crate::store::faults::inject(&path, crate::store::faults::Op::Sync, 1, libc::EIO);
+        let ticket = store.flush(true);
+        let failed = wait_ticket(&store, ticket, true).unwrap_err();
+        assert_eq!(failed.failed, ticket);
+        assert!(failed.durable < ticket, "not acknowledged");
+        assert_eq!(failed.written, ticket, "it was written, just not made durable");
+        assert!(failed.error.unwrap().to_string().contains("Input/output error"));
+        // The next durable flush rewrites the file from the room: never a second fsync of
+        // the same file.
+        core.handle(member, Message::Update(updates[2].clone())).unwrap();
+        let syncs = failed.syncs;
+        let ticket = store.flush(true);
+        let status = wait_ticket(&store, ticket, true).unwrap();
+        assert_eq!((status.rewrites, status.syncs), (1, syncs));
+        assert!(status.error.is_none());
+        assert_eq!(file_records(&path).len(), 1, "one record: the whole document");
+        assert_eq!(file_text(&path), "onetwothree");
+        closed(&store);
+        assert_eq!(file_text(&path), "onetwothree");
+    }
+
+    #[test]
+    fn under_always_nothing_is_reported_written_before_its_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r_updates.y");
+        let (core, store, member) = store_with(&path, FsyncPolicy::Always);
+        crate::store::faults::inject(&path, crate::store::faults::Op::Sync, 2, libc::EIO);
+        core.handle(member, Message::Update(edits(12, &["x"])[0].clone())).unwrap();
+        // The first fsync fails, and so does the rewrite's (on its temporary file).
+        let ticket = store.flush(false);
+        let failed = wait_ticket(&store, ticket, false).unwrap_err();
+        assert!(failed.written < ticket && failed.durable < ticket);
+        let ticket = store.flush(false);
+        let failed = wait_ticket(&store, ticket, false).unwrap_err();
+        assert_eq!(failed.rewrites, 0);
+        // Faults spent: the next try rewrites and is acknowledged.
+        let ticket = store.flush(false);
+        let status = wait_ticket(&store, ticket, false).unwrap();
+        assert_eq!((status.durable, status.rewrites), (ticket, 1));
+        closed(&store);
+        assert_eq!(file_text(&path), "x");
+    }
+
+    #[test]
+    fn a_failed_write_is_retried_without_a_torn_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r_updates.y");
+        let (core, store, member) = store_with(&path, FsyncPolicy::None);
+        let updates = edits(13, &["a", "b"]);
+        core.handle(member, Message::Update(updates[0].clone())).unwrap();
+        wait_ticket(&store, store.flush(false), false).unwrap();
+        crate::store::faults::inject(&path, crate::store::faults::Op::Write, 1, libc::ENOSPC);
+        core.handle(member, Message::Update(updates[1].clone())).unwrap();
+        let ticket = store.flush(true);
+        let failed = wait_ticket(&store, ticket, true).unwrap_err();
+        assert!(failed.error.unwrap().to_string().contains("No space left"));
+        let status = FileLog::open(&path, false).unwrap().2;
+        assert_eq!((status.records, status.torn_bytes), (1, 0), "the half record was undone");
+        let ticket = store.flush(true);
+        wait_ticket(&store, ticket, true).unwrap();
+        assert_eq!(file_text(&path), "ab");
+        assert!(closed(&store).error.is_none());
+    }
+
+    #[test]
+    fn closing_gives_up_after_repeated_failures_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r_updates.y");
+        let (core, store, member) = store_with(&path, FsyncPolicy::Flush);
+        crate::store::faults::inject(&path, crate::store::faults::Op::Write, 100, libc::EIO);
+        core.handle(member, Message::Update(edits(14, &["lost"])[0].clone())).unwrap();
+        let status = closed(&store);
+        assert!(status.error.is_some());
+        crate::store::faults::clear(&path);
+        assert_eq!(file_records(&path).len(), 0);
     }
 }
