@@ -102,6 +102,7 @@ impl FileLog {
                 if is_replaced(&path, &file) {
                     None
                 } else {
+                    remove_stale_temp_files(&path);
                     Some(load_locked(&path, &file)?)
                 }
             };
@@ -437,6 +438,43 @@ fn replace_file(path: &Path, body: &[u8]) -> Result<File, (io::Error, bool)> {
     }
     sync_dir(path).map_err(|e| (e, true))?;
     open_append(path, false).map_err(|e| (e, true))
+}
+
+/// Removes the temporary files that a squash killed before its rename left behind: those
+/// named after `path` whose process is gone (a live process's are left alone).
+fn remove_stale_temp_files(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{}.tmp-", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<i32>().ok());
+        if pid.is_some_and(|pid| pid > 0 && !process_alive(pid)) {
+            let stale = entry.path();
+            match fs::remove_file(&stale) {
+                Ok(()) => tracing::info!(path = %stale.display(), "removed a stale temporary file"),
+                Err(error) => tracing::debug!(path = %stale.display(), %error, "cannot remove a stale temporary file"),
+            }
+        }
+    }
+}
+
+fn process_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let sent = unsafe { libc::kill(pid, 0) } == 0;
+    sent || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 fn merge<'a>(path: &Path, updates: impl Iterator<Item = &'a [u8]>) -> Result<Vec<u8>, StoreError> {
