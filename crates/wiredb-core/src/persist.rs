@@ -533,7 +533,7 @@ async fn write_until_closed(
         let state_of = core.clone();
         let done = tokio::task::spawn_blocking(move || {
             // `wrote`: the records are in the file, whatever came next.
-            let (wrote, result) = match &job {
+            let (wrote, mut result) = match &job {
                 Job::Append { updates, sync } => match write(&mut log, updates, squash) {
                     Ok(()) if *sync && !squash => (true, log.sync()),
                     Ok(()) => (true, Ok(())),
@@ -542,10 +542,21 @@ async fn write_until_closed(
                 Job::Rewrite => (false, log.rewrite(&state_of.encode_state_as_update())),
                 Job::Sync => (false, log.sync()),
             };
-            (log, job, wrote, result)
+            let mut rewrote = matches!(job, Job::Rewrite) && result.is_ok();
+            if let Err(error) = &result {
+                if log.needs_rewrite() && !matches!(job, Job::Rewrite) {
+                    // The fsync failed: what the file holds since the last good one is
+                    // unknown. Rewrite it from the document at once (a new file, fsynced,
+                    // renamed over it); only if that fails too is the attempt failed.
+                    tracing::warn!(path = %log.path().display(), %error, "fsync failed: rewriting the file from the document");
+                    result = log.rewrite(&state_of.encode_state_as_update());
+                    rewrote = result.is_ok();
+                }
+            }
+            (log, job, wrote, rewrote, result)
         })
         .await;
-        let (back, job, wrote, result) = match done {
+        let (back, job, wrote, rewrote, result) = match done {
             Ok(done) => done,
             Err(join) => {
                 let error = PersistError::Crashed {
@@ -566,24 +577,24 @@ async fn write_until_closed(
                 retry_at = None;
                 failures = 0;
                 progress.written = asked;
-                let (wrote, synced, rewrote) = match job {
-                    Job::Append { sync, .. } => (1, u64::from(sync && !squash), 0),
-                    Job::Rewrite => {
-                        // The document it wrote holds everything pending.
-                        pending.clear();
-                        (1, 0, 1)
-                    }
-                    Job::Sync => (0, 1, 0),
+                let (wrote, synced) = match job {
+                    Job::Append { sync, .. } => (1, u64::from(sync && !squash && !rewrote)),
+                    Job::Rewrite => (0, 0),
+                    Job::Sync => (0, u64::from(!rewrote)),
                 };
+                if rewrote {
+                    // The document it wrote holds everything pending.
+                    pending.clear();
+                }
                 // A squash's new file, like a rewrite, was fsynced before its rename.
-                progress.dirty = synced == 0 && rewrote == 0 && !squash;
+                progress.dirty = synced == 0 && !rewrote && !squash;
                 if !progress.dirty || policy == FsyncPolicy::None {
                     progress.durable = asked;
                 }
                 publish(shared, &progress, |s| {
                     s.writes += wrote;
                     s.syncs += synced;
-                    s.rewrites += rewrote;
+                    s.rewrites += u64::from(rewrote);
                     s.error = None;
                 });
             }
@@ -604,7 +615,7 @@ async fn write_until_closed(
                     }
                 }
                 let what = if log.needs_rewrite() {
-                    "fsync failed: the file will be rewritten from the document"
+                    "rewriting the file failed: will retry"
                 } else {
                     "write failed: will retry"
                 };
@@ -1117,6 +1128,26 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_fsync_is_recovered_by_a_rewrite_before_the_flush_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r_updates.y");
+        let (core, store, member) = store_with(&path, FsyncPolicy::Always);
+        let updates = edits(15, &["a", "b"]);
+        core.handle(member, Message::Update(updates[0].clone())).unwrap();
+        wait_ticket(&store, store.flush(true), true).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let inode = std::fs::metadata(&path).unwrap().ino();
+        crate::store::faults::inject(&path, crate::store::faults::Op::Sync, 1, libc::EIO);
+        core.handle(member, Message::Update(updates[1].clone())).unwrap();
+        let status = wait_ticket(&store, store.flush(true), true).unwrap();
+        assert_eq!((status.syncs, status.rewrites, status.failed), (1, 1, 0));
+        assert_ne!(std::fs::metadata(&path).unwrap().ino(), inode, "a new file");
+        assert_eq!(file_records(&path).len(), 1);
+        assert_eq!(file_text(&path), "ab");
+        closed(&store);
+    }
+
+    #[test]
     fn a_failed_fsync_fails_the_flush_and_the_file_is_rewritten() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r_updates.y");
@@ -1125,7 +1156,9 @@ mod tests {
         core.handle(member, Message::Update(updates[0].clone())).unwrap();
         wait_ticket(&store, store.flush(true), true).unwrap();
         core.handle(member, Message::Update(updates[1].clone())).unwrap();
-        crate::store::faults::inject(&path, crate::store::faults::Op::Sync, 1, libc::EIO);
+        // The fsync fails, and so does the rewrite that follows at once (its temporary
+        // file's fsync).
+        crate::store::faults::inject(&path, crate::store::faults::Op::Sync, 2, libc::EIO);
         let ticket = store.flush(true);
         let failed = wait_ticket(&store, ticket, true).unwrap_err();
         assert_eq!(failed.failed, ticket);
@@ -1151,12 +1184,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r_updates.y");
         let (core, store, member) = store_with(&path, FsyncPolicy::Always);
-        crate::store::faults::inject(&path, crate::store::faults::Op::Sync, 2, libc::EIO);
+        crate::store::faults::inject(&path, crate::store::faults::Op::Sync, 3, libc::EIO);
         core.handle(member, Message::Update(edits(12, &["x"])[0].clone())).unwrap();
         // The first fsync fails, and so does the rewrite's (on its temporary file).
         let ticket = store.flush(false);
         let failed = wait_ticket(&store, ticket, false).unwrap_err();
         assert!(failed.written < ticket && failed.durable < ticket);
+        // And the next rewrite's.
         let ticket = store.flush(false);
         let failed = wait_ticket(&store, ticket, false).unwrap_err();
         assert_eq!(failed.rewrites, 0);
