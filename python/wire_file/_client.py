@@ -141,9 +141,7 @@ class AsyncFileClient(AsyncClientMixin):
     async def __aenter__(self) -> AsyncFileClient:
         link = self._link
         room = RoomCore(link.id)
-        store = await open_store(
-            room, link.path, link.write_delay, link.squash, fsync=link.fsync
-        )
+        store = await open_store(room, link.path, link.write_delay, link.squash, fsync=link.fsync)
         link.room, link.store = room, store
         brings = self._client.doc.get_state() != EMPTY_STATE_VECTOR
         try:

@@ -12,10 +12,9 @@ from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
 
 from wiredb import Room
+from wiredb._wiredb import FileStore
 from wiredb._wiredb import room_file_name as _room_file_name
 from wiredb._wiredb import room_id_from_file_name as _room_id_from_file_name
-
-from wiredb._wiredb import FileStore
 
 from ._store import Fsync, check_fsync, close_store, flush_store, open_store
 

@@ -1080,14 +1080,22 @@ mod tests {
     }
 
     /// Waits for a ticket: `Ok(status)` once written (or durable), `Err(status)` if failed.
-    fn wait_ticket(store: &RoomStore, ticket: u64, durable: bool) -> Result<StoreStatus, StoreStatus> {
+    fn wait_ticket(
+        store: &RoomStore,
+        ticket: u64,
+        durable: bool,
+    ) -> Result<StoreStatus, StoreStatus> {
         let status = store
             .wait_until(WAIT, |s| {
                 let done = if durable { s.durable } else { s.written };
                 done >= ticket || s.failed >= ticket
             })
             .unwrap();
-        let done = if durable { status.durable } else { status.written };
+        let done = if durable {
+            status.durable
+        } else {
+            status.written
+        };
         if done >= ticket {
             Ok(status)
         } else {
@@ -1119,7 +1127,10 @@ mod tests {
             assert_eq!(status.syncs, syncs_after_flush, "{policy:?}");
             // Nothing written since: a second durable flush needs no fsync.
             let ticket = store.flush(true);
-            assert_eq!(wait_ticket(&store, ticket, true).unwrap().syncs, syncs_after_flush);
+            assert_eq!(
+                wait_ticket(&store, ticket, true).unwrap().syncs,
+                syncs_after_flush
+            );
             let status = closed(&store);
             assert!(status.error.is_none());
             assert_eq!(status.syncs, syncs_after_close, "{policy:?}");
@@ -1133,12 +1144,14 @@ mod tests {
         let path = dir.path().join("r_updates.y");
         let (core, store, member) = store_with(&path, FsyncPolicy::Always);
         let updates = edits(15, &["a", "b"]);
-        core.handle(member, Message::Update(updates[0].clone())).unwrap();
+        core.handle(member, Message::Update(updates[0].clone()))
+            .unwrap();
         wait_ticket(&store, store.flush(true), true).unwrap();
         use std::os::unix::fs::MetadataExt;
         let inode = std::fs::metadata(&path).unwrap().ino();
         crate::store::faults::inject(&path, crate::store::faults::Op::Sync, 1, libc::EIO);
-        core.handle(member, Message::Update(updates[1].clone())).unwrap();
+        core.handle(member, Message::Update(updates[1].clone()))
+            .unwrap();
         let status = wait_ticket(&store, store.flush(true), true).unwrap();
         assert_eq!((status.syncs, status.rewrites, status.failed), (1, 1, 0));
         assert_ne!(std::fs::metadata(&path).unwrap().ino(), inode, "a new file");
@@ -1153,9 +1166,11 @@ mod tests {
         let path = dir.path().join("r_updates.y");
         let (core, store, member) = store_with(&path, FsyncPolicy::Flush);
         let updates = edits(11, &["one", "two", "three"]);
-        core.handle(member, Message::Update(updates[0].clone())).unwrap();
+        core.handle(member, Message::Update(updates[0].clone()))
+            .unwrap();
         wait_ticket(&store, store.flush(true), true).unwrap();
-        core.handle(member, Message::Update(updates[1].clone())).unwrap();
+        core.handle(member, Message::Update(updates[1].clone()))
+            .unwrap();
         // The fsync fails, and so does the rewrite that follows at once (its temporary
         // file's fsync).
         crate::store::faults::inject(&path, crate::store::faults::Op::Sync, 2, libc::EIO);
@@ -1163,17 +1178,29 @@ mod tests {
         let failed = wait_ticket(&store, ticket, true).unwrap_err();
         assert_eq!(failed.failed, ticket);
         assert!(failed.durable < ticket, "not acknowledged");
-        assert_eq!(failed.written, ticket, "it was written, just not made durable");
-        assert!(failed.error.unwrap().to_string().contains("Input/output error"));
+        assert_eq!(
+            failed.written, ticket,
+            "it was written, just not made durable"
+        );
+        assert!(failed
+            .error
+            .unwrap()
+            .to_string()
+            .contains("Input/output error"));
         // The next durable flush rewrites the file from the room: never a second fsync of
         // the same file.
-        core.handle(member, Message::Update(updates[2].clone())).unwrap();
+        core.handle(member, Message::Update(updates[2].clone()))
+            .unwrap();
         let syncs = failed.syncs;
         let ticket = store.flush(true);
         let status = wait_ticket(&store, ticket, true).unwrap();
         assert_eq!((status.rewrites, status.syncs), (1, syncs));
         assert!(status.error.is_none());
-        assert_eq!(file_records(&path).len(), 1, "one record: the whole document");
+        assert_eq!(
+            file_records(&path).len(),
+            1,
+            "one record: the whole document"
+        );
         assert_eq!(file_text(&path), "onetwothree");
         closed(&store);
         assert_eq!(file_text(&path), "onetwothree");
@@ -1185,7 +1212,8 @@ mod tests {
         let path = dir.path().join("r_updates.y");
         let (core, store, member) = store_with(&path, FsyncPolicy::Always);
         crate::store::faults::inject(&path, crate::store::faults::Op::Sync, 3, libc::EIO);
-        core.handle(member, Message::Update(edits(12, &["x"])[0].clone())).unwrap();
+        core.handle(member, Message::Update(edits(12, &["x"])[0].clone()))
+            .unwrap();
         // The first fsync fails, and so does the rewrite's (on its temporary file).
         let ticket = store.flush(false);
         let failed = wait_ticket(&store, ticket, false).unwrap_err();
@@ -1208,15 +1236,21 @@ mod tests {
         let path = dir.path().join("r_updates.y");
         let (core, store, member) = store_with(&path, FsyncPolicy::None);
         let updates = edits(13, &["a", "b"]);
-        core.handle(member, Message::Update(updates[0].clone())).unwrap();
+        core.handle(member, Message::Update(updates[0].clone()))
+            .unwrap();
         wait_ticket(&store, store.flush(false), false).unwrap();
         crate::store::faults::inject(&path, crate::store::faults::Op::Write, 1, libc::ENOSPC);
-        core.handle(member, Message::Update(updates[1].clone())).unwrap();
+        core.handle(member, Message::Update(updates[1].clone()))
+            .unwrap();
         let ticket = store.flush(true);
         let failed = wait_ticket(&store, ticket, true).unwrap_err();
         assert!(failed.error.unwrap().to_string().contains("No space left"));
         let status = FileLog::open(&path, false).unwrap().2;
-        assert_eq!((status.records, status.torn_bytes), (1, 0), "the half record was undone");
+        assert_eq!(
+            (status.records, status.torn_bytes),
+            (1, 0),
+            "the half record was undone"
+        );
         let ticket = store.flush(true);
         wait_ticket(&store, ticket, true).unwrap();
         assert_eq!(file_text(&path), "ab");
@@ -1229,7 +1263,8 @@ mod tests {
         let path = dir.path().join("r_updates.y");
         let (core, store, member) = store_with(&path, FsyncPolicy::Flush);
         crate::store::faults::inject(&path, crate::store::faults::Op::Write, 100, libc::EIO);
-        core.handle(member, Message::Update(edits(14, &["lost"])[0].clone())).unwrap();
+        core.handle(member, Message::Update(edits(14, &["lost"])[0].clone()))
+            .unwrap();
         let status = closed(&store);
         assert!(status.error.is_some());
         crate::store::faults::clear(&path);

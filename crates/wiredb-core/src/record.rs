@@ -19,8 +19,8 @@
 use std::ops::Range;
 use std::panic::catch_unwind;
 
-use yrs::updates::decoder::{Decode, DecoderV1};
 use yrs::encoding::read::Read;
+use yrs::updates::decoder::{Decode, DecoderV1};
 use yrs::Update;
 
 /// The first byte of a record's trailer.

@@ -107,9 +107,10 @@ impl FileLog {
                 }
             };
             match loaded {
-                Some((Some(repaired), records, len, report)) => break (repaired, records, len, report),
-                Some((None, records, len, report)) => break (file, records, len, report),
-                // Another log renamed a new file over the path meanwhile: read that one.
+                Some(loaded) => {
+                    let file = loaded.replacement.unwrap_or(file);
+                    break (file, loaded.records, loaded.len, loaded.report);
+                }
                 None => continue,
             }
         };
@@ -282,7 +283,7 @@ impl FileLog {
     fn replace_merged_locked(
         &self,
         updates: &[&[u8]],
-    ) -> Result<Option<(File, Vec<u8>)>, (StoreError, bool)> {
+    ) -> Result<Option<(File, Vec<u8>)>, ReplaceError> {
         let _lock = Flock::exclusive(&self.file);
         if self.replaced_on_disk() {
             return Ok(None);
@@ -315,17 +316,14 @@ impl FileLog {
     /// Writes header + `update` to a temporary file and renames it over the path (the caller
     /// holds the lock); returns an append handle on the new file, or the error and whether
     /// the rename was done.
-    fn write_replacement(&self, update: &[u8]) -> Result<File, (StoreError, bool)> {
+    fn write_replacement(&self, update: &[u8]) -> Result<File, ReplaceError> {
         replace_file(&self.path, &encode_records(&[update]))
             .map_err(|(error, renamed)| (self.io(error), renamed))
     }
 
     /// A failure after the rename leaves the log needing a rewrite: the new name may not be
     /// durable.
-    fn after_replace(
-        &mut self,
-        replaced: Result<File, (StoreError, bool)>,
-    ) -> Result<File, StoreError> {
+    fn after_replace(&mut self, replaced: Result<File, ReplaceError>) -> Result<File, StoreError> {
         replaced.map_err(|(error, renamed)| {
             self.needs_rewrite |= renamed;
             error
@@ -346,13 +344,20 @@ impl FileLog {
     }
 }
 
-/// Reads, checks and repairs a log under its lock: returns a replacement handle if holes were
-/// rewritten away, the good records, the file's length and what was found.
-#[allow(clippy::type_complexity)]
-fn load_locked(
-    path: &Path,
-    file: &File,
-) -> Result<(Option<File>, Vec<Vec<u8>>, u64, LoadReport), StoreError> {
+/// A replacement that failed: the error, and whether the rename over the log was done.
+type ReplaceError = (StoreError, bool);
+
+/// What [`load_locked`] read.
+struct Loaded {
+    /// A handle on the new file, if holes were rewritten away.
+    replacement: Option<File>,
+    records: Vec<Vec<u8>>,
+    len: u64,
+    report: LoadReport,
+}
+
+/// Reads, checks and repairs a log under its lock.
+fn load_locked(path: &Path, file: &File) -> Result<Loaded, StoreError> {
     let io_err = |source| StoreError::Io {
         path: path.to_path_buf(),
         source,
@@ -398,7 +403,12 @@ fn load_locked(
         match replace_file(path, &records) {
             Ok(new_file) => {
                 let len = (HEADER.len() + records.len()) as u64;
-                return Ok((Some(new_file), parsed.records, len, report));
+                return Ok(Loaded {
+                    replacement: Some(new_file),
+                    records: parsed.records,
+                    len,
+                    report,
+                });
             }
             // We read around the holes anyway: go on with the file as it is.
             Err((error, _)) => {
@@ -411,7 +421,12 @@ fn load_locked(
         file.set_len(good_len).map_err(io_err)?;
         sync_file(file, path, false).map_err(io_err)?;
     }
-    Ok((None, parsed.records, good_len, report))
+    Ok(Loaded {
+        replacement: None,
+        records: parsed.records,
+        len: good_len,
+        report,
+    })
 }
 
 /// Writes header + `body` to `<name>.tmp-<pid>-<n>`, fsyncs it, renames it over `path`,
@@ -465,7 +480,9 @@ fn remove_stale_temp_files(path: &Path) {
             let stale = entry.path();
             match fs::remove_file(&stale) {
                 Ok(()) => tracing::info!(path = %stale.display(), "removed a stale temporary file"),
-                Err(error) => tracing::debug!(path = %stale.display(), %error, "cannot remove a stale temporary file"),
+                Err(error) => {
+                    tracing::debug!(path = %stale.display(), %error, "cannot remove a stale temporary file")
+                }
             }
         }
     }
@@ -711,7 +728,7 @@ mod tests {
         let (mut log, _, _) = FileLog::open(&path, false).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"0.0.1\x00");
         let empty = Update::new().encode_v1(); // [0, 0]: the empty update
-        // A bad update is refused whole, as open would cut it and all after it.
+                                               // A bad update is refused whole, as open would cut it and all after it.
         let err = log.append(&[&empty, b"\x03\x05"]).unwrap_err();
         assert!(matches!(err, StoreError::InvalidUpdate { index: 1, .. }));
         assert_eq!(fs::read(&path).unwrap(), HEADER);
@@ -903,9 +920,14 @@ mod tests {
         let before = fs::read(&path).unwrap();
         faults::inject(&path, faults::Op::Write, 1, libc::ENOSPC);
         let err = log.append(&[&updates[1]]).unwrap_err();
-        assert!(matches!(&err, StoreError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC)));
+        assert!(
+            matches!(&err, StoreError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC))
+        );
         assert_eq!(fs::read(&path).unwrap(), before, "the half record was cut");
-        assert!(!log.needs_rewrite(), "a failed write does not taint what was written");
+        assert!(
+            !log.needs_rewrite(),
+            "a failed write does not taint what was written"
+        );
         log.append(&refs(&updates[1..])).unwrap();
         log.sync().unwrap();
         let (_, records, report) = FileLog::open(&path, false).unwrap();
@@ -934,7 +956,9 @@ mod tests {
         // A rewrite whose own fsync fails leaves the old file and the need.
         faults::inject(&path, faults::Op::Sync, 1, libc::EIO);
         let inode = fs::metadata(&path).unwrap();
-        assert!(log.rewrite(&yrs::merge_updates_v1(&updates[..3]).unwrap()).is_err());
+        assert!(log
+            .rewrite(&yrs::merge_updates_v1(&updates[..3]).unwrap())
+            .is_err());
         assert!(log.needs_rewrite());
         use std::os::unix::fs::MetadataExt;
         assert_eq!(fs::metadata(&path).unwrap().ino(), inode.ino());
@@ -948,7 +972,10 @@ mod tests {
         let (_, records, _) = FileLog::open(&path, false).unwrap();
         let text = apply(&records);
         assert!(text.contains(&expected), "{text}");
-        assert!(text.contains(&their_text), "another log's record is kept: {text}");
+        assert!(
+            text.contains(&their_text),
+            "another log's record is kept: {text}"
+        );
         faults::clear(&path);
     }
 
@@ -981,14 +1008,20 @@ mod tests {
         data.extend(encode_records(&refs(&updates[2..])));
         fs::write(&path, &data).unwrap();
         let (_, records, report) = FileLog::open(&path, false).unwrap();
-        assert_eq!(records, [updates[0].clone(), updates[2].clone(), updates[3].clone()]);
+        assert_eq!(
+            records,
+            [updates[0].clone(), updates[2].clone(), updates[3].clone()]
+        );
         assert_eq!(report.holes, 1);
         assert_eq!(report.torn_bytes, torn.len() as u64 - 3);
         let mut want = HEADER.to_vec();
         want.extend(encode_records(&[&updates[0], &updates[2], &updates[3]]));
         assert_eq!(fs::read(&path).unwrap(), want, "rewritten without the hole");
         let (_, again, report) = FileLog::open(&path, false).unwrap();
-        assert_eq!((&again, report.torn_bytes, report.checked), (&records, 0, 3));
+        assert_eq!(
+            (&again, report.torn_bytes, report.checked),
+            (&records, 0, 3)
+        );
         // (Updates 2 and 3 build on the torn one, so yrs keeps them pending: only h0 shows.)
         assert_eq!(apply(&again), "h0,");
         assert!(expected.starts_with("h0,h1,"));
@@ -1011,7 +1044,10 @@ mod tests {
         data.extend(crate::record::encode_legacy_records(&[&updates[3]]));
         fs::write(&path, &data).unwrap();
         let (_, records, report) = FileLog::open(&path, false).unwrap();
-        assert_eq!((report.records, report.checked, report.torn_bytes), (4, 1, 0));
+        assert_eq!(
+            (report.records, report.checked, report.torn_bytes),
+            (4, 1, 0)
+        );
         assert_eq!(apply(&records), expected);
     }
 

@@ -94,12 +94,20 @@ fn text_of(records: &[Vec<u8>]) -> String {
 /// The file as it is, read strictly: a header, then records with no torn byte and no hole.
 fn strict_state(path: &Path) -> (usize, String) {
     let data = std::fs::read(path).expect("the log exists");
-    assert!(data.starts_with(HEADER), "header intact: {:?}", &data[..data.len().min(8)]);
+    assert!(
+        data.starts_with(HEADER),
+        "header intact: {:?}",
+        &data[..data.len().min(8)]
+    );
     let body = &data[HEADER.len()..];
     let parsed = parse_records(body);
     assert!(parsed.holes.is_empty(), "no hole");
     assert_eq!(parsed.good_end, body.len(), "no torn or garbage byte");
-    assert_eq!(parsed.checked, parsed.records.len(), "every record checksummed");
+    assert_eq!(
+        parsed.checked,
+        parsed.records.len(),
+        "every record checksummed"
+    );
     (parsed.records.len(), text_of(&parsed.records))
 }
 
@@ -164,7 +172,11 @@ fn crash_at_every_step() -> (Vec<(&'static str, usize)>, usize) {
                 break;
             }
             use std::os::unix::process::ExitStatusExt;
-            assert_eq!(status.signal(), Some(9), "{kind} #{when}: killed, not failed");
+            assert_eq!(
+                status.signal(),
+                Some(9),
+                "{kind} #{when}: killed, not failed"
+            );
             kills += 1;
             leftovers += usize::from(!temp_files(dir.path()).is_empty());
             if text == after {
@@ -178,8 +190,12 @@ fn crash_at_every_step() -> (Vec<(&'static str, usize)>, usize) {
             // file) and appends as usual.
             let (mut log, _, report) = FileLog::open(&path, false).expect("reopen");
             assert_eq!(report.torn_bytes, 0);
-            assert!(temp_files(dir.path()).is_empty(), "stale temporary file removed");
-            log.append(&[&text_updates(3, &["!"])[0]]).expect("append after a crash");
+            assert!(
+                temp_files(dir.path()).is_empty(),
+                "stale temporary file removed"
+            );
+            log.append(&[&text_updates(3, &["!"])[0]])
+                .expect("append after a crash");
         }
         killed.push((kind, kills));
     }
