@@ -23,6 +23,8 @@ use yrs::encoding::read::Read;
 use yrs::updates::decoder::{Decode, DecoderV1};
 use yrs::Update;
 
+use crate::scan::{scan_update_v1, ScanLimits};
+
 /// The first byte of a record's trailer.
 pub const TRAILER_MAGIC: u8 = 0xC3;
 /// Magic byte + CRC32C.
@@ -182,9 +184,12 @@ fn next_checked_record(body: &[u8], from: usize) -> Option<usize> {
 }
 
 /// A record's update must decode; an empty one also ends the log for the Python reader, so
-/// it is never valid here.
+/// it is never valid here. The guard's structural scan runs first: yrs decodes nested values
+/// recursively, and a hostile file could otherwise overflow the stack (not catchable).
 pub fn is_valid_update(bytes: &[u8]) -> bool {
-    !bytes.is_empty() && matches!(catch_unwind(|| Update::decode_v1(bytes).is_ok()), Ok(true))
+    !bytes.is_empty()
+        && scan_update_v1(bytes, &ScanLimits::default()).is_ok()
+        && matches!(catch_unwind(|| Update::decode_v1(bytes).is_ok()), Ok(true))
 }
 
 /// Decodes as an update with no byte left over.
@@ -193,7 +198,9 @@ fn is_exact_update(bytes: &[u8]) -> bool {
         let mut decoder = DecoderV1::from(bytes);
         Update::decode(&mut decoder).is_ok() && decoder.read_u8().is_err()
     };
-    !bytes.is_empty() && matches!(catch_unwind(exact), Ok(true))
+    !bytes.is_empty()
+        && scan_update_v1(bytes, &ScanLimits::default()).is_ok()
+        && matches!(catch_unwind(exact), Ok(true))
 }
 
 /// CRC-32C (Castagnoli), as in iSCSI, ext4 and RocksDB: polynomial 0x1EDC6F41, reflected.
@@ -364,5 +371,42 @@ mod tests {
             txn.apply_update(Update::decode_v1(r).unwrap()).unwrap();
         }
         assert_eq!(text.get_string(&txn), "4-3-2-1-0-");
+    }
+}
+
+#[cfg(test)]
+mod hostile {
+    use super::*;
+    use crate::scan::ScanError;
+    use yrs::{Any, Array, Doc, ReadTxn, StateVector, Transact};
+
+    #[test]
+    fn deeply_nested_content_in_a_file_is_refused_without_decoding_it() {
+        // `Any` arrays nested 100,000 deep: yrs would recurse through all of them and overflow
+        // the stack (an abort, not a panic); the scan refuses them first.
+        let doc = Doc::new();
+        let array = doc.get_or_insert_array("a");
+        let mut nested = Any::Null;
+        for _ in 0..10 {
+            nested = Any::Array(vec![nested].into());
+        }
+        array.push_back(&mut doc.transact_mut(), nested);
+        let update = doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        assert!(is_valid_update(&update));
+        let pos = update.windows(2).position(|w| w == [0x75, 0x01]).unwrap();
+        let mut bomb = update[..pos].to_vec();
+        for _ in 0..100_000 {
+            bomb.extend_from_slice(&[0x75, 0x01]);
+        }
+        bomb.extend_from_slice(&update[pos + 20..]);
+        assert!(matches!(
+            scan_update_v1(&bomb, &ScanLimits::default()),
+            Err(ScanError::TooDeep { .. })
+        ));
+        assert!(!is_valid_update(&bomb) && !is_exact_update(&bomb));
+        let body = encode_records(&[&update, &bomb]);
+        assert_eq!(parse_records(&body).records, vec![update]);
     }
 }
