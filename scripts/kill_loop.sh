@@ -11,4 +11,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
 export WIREDB_KILL_TRIALS="${WIREDB_KILL_TRIALS:-50}" WIREDB_KILL_EDITS="${WIREDB_KILL_EDITS:-1000}"
-exec python -m pytest -c pyproject.toml --rootdir . -s -q tests/test_durability.py -k kill "$@"
+# A private base temp dir: pytest's default one is pruned by other pytest runs as root.
+exec python -m pytest -c pyproject.toml --rootdir . -p no:cacheprovider -s -q \
+    --basetemp "${TMPDIR:-/tmp}/wiredb-kill-loop" tests/test_durability.py -k kill "$@"
