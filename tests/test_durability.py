@@ -188,6 +188,20 @@ async def test_a_corrupt_last_record_is_cut_exactly(tmp_path: Path) -> None:
         assert path.read_bytes() == whole[:good], offset
 
 
+def test_a_torn_checksummed_record_is_cut_at_every_offset(tmp_path: Path) -> None:
+    updates = text_updates(["kept,", "torn " * 40])
+    whole = encode_file(updates, checked=True)
+    good = len(encode_file(updates[:1], checked=True))
+    path = tmp_path / "doc.y"
+    for cut in range(good + 1, len(whole)):
+        path.write_bytes(whole[:cut])
+        with FileClient(path=path) as client:
+            client.pull()
+            assert str(client.doc.get("text", type=Text)) == "kept,", cut
+            assert store_state(client).torn_bytes == cut - good
+        assert path.read_bytes() == whole[:good], cut
+
+
 async def test_a_zero_filled_tail_is_cut(tmp_path: Path) -> None:
     # A crash after the file grew but before its data reached the disk leaves zeros: they
     # decode as an empty update with bytes left over, so after checksummed records they are
