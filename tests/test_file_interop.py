@@ -101,8 +101,10 @@ ORIGINAL_READ = textwrap.dedent(
 
 
 def run_original(python: str, script: str, *args: str) -> str:
+    # Without PYTHONPATH: a path to this checkout's packages would shadow the original's.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run(
-        [python, "-c", script, *args], capture_output=True, text=True, timeout=60
+        [python, "-c", script, *args], capture_output=True, text=True, timeout=60, env=env
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
