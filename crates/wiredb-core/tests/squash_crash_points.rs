@@ -150,11 +150,14 @@ fn run_child(scenario: &str, dir: &Path, kind: &str, when: u32) -> ExitStatus {
         .expect("strace runs")
 }
 
+/// Tells whether a file's bytes are one of a scenario's states.
+type Check = Box<dyn Fn(&[u8]) -> bool>;
+
 /// A scenario's starting file, and the file states a crash may leave: before and after.
 struct Scenario {
     initial: Vec<u8>,
-    is_before: Box<dyn Fn(&[u8]) -> bool>,
-    is_after: Box<dyn Fn(&[u8]) -> bool>,
+    is_before: Check,
+    is_after: Check,
 }
 
 fn scenario(name: &str, dir: &Path) -> Scenario {
