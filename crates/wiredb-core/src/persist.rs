@@ -198,6 +198,7 @@ impl Shared {
 pub struct RoomStore {
     shared: Arc<Shared>,
     config: StoreConfig,
+    core: Arc<RoomCore>,
 }
 
 impl std::fmt::Debug for RoomStore {
@@ -243,8 +244,12 @@ impl RoomStore {
             flush_asked: AtomicU64::new(0),
             sync_asked: AtomicU64::new(0),
         });
-        runtime().spawn(run(shared.clone(), core, config.clone()));
-        RoomStore { shared, config }
+        runtime().spawn(run(shared.clone(), core.clone(), config.clone()));
+        RoomStore {
+            shared,
+            config,
+            core,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -264,6 +269,12 @@ impl RoomStore {
     /// that `StoreStatus::written` (and `durable`) reaches once it is, or `failed` if the
     /// attempt failed.
     pub fn flush(&self, durable: bool) -> u64 {
+        // A barrier first: the room applies an update and queues it to every member under its
+        // lock, so once we held that lock, an update that any member (`Room.doc`, a client)
+        // has seen is in our queue too, and the ticket covers it. (Without it, a flush asked as
+        // soon as the room's Python mirror saw an update could miss it: found by the kill -9
+        // loop.)
+        self.core.peer_count();
         let ticket = self.shared.flush_asked.fetch_add(1, Ordering::SeqCst) + 1;
         if durable {
             self.shared.sync_asked.fetch_max(ticket, Ordering::SeqCst);
@@ -1269,5 +1280,62 @@ mod tests {
         assert!(status.error.is_some());
         crate::store::faults::clear(&path);
         assert_eq!(file_records(&path).len(), 0);
+    }
+
+    #[test]
+    fn a_flush_covers_every_update_another_member_has_seen() {
+        // The room queues an update to its members one after the other, in no set order,
+        // from the thread that applied it. A flush asked as soon as another member saw the
+        // update (as `FileRoom.flush()` after `Room.doc` saw it) must cover it. The delay
+        // keeps an update the ticket missed off the disk, so a miss shows.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r_updates.y");
+        let core = RoomCore::new("r", RoomLimits::default());
+        let config = StoreConfig {
+            write_delay: Duration::from_secs(3600),
+            ..StoreConfig::default()
+        };
+        let store = RoomStore::attach(core.clone(), &path, config, None);
+        opened(&store);
+        let limits = QueueLimits {
+            max_frames: 1 << 20,
+            max_bytes: 1 << 30,
+        };
+        let watchers: Vec<Arc<FrameQueue>> = (0..3000)
+            .map(|_| {
+                let queue = Arc::new(FrameQueue::new(
+                    limits,
+                    Waker::Tokio(Arc::new(Notify::new())),
+                ));
+                core.join(queue.clone(), JoinKind::Mirror);
+                queue.drain();
+                queue
+            })
+            .collect();
+        let sender = peer(&core);
+        let parts: Vec<String> = (0..100).map(|i| format!("{i},")).collect();
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+        let mut expected = String::new();
+        for (i, update) in edits(17, &parts).into_iter().enumerate() {
+            let room = core.clone();
+            let applier = std::thread::spawn(move || room.handle(sender, Message::Update(update)));
+            let watcher = &watchers[(i * 97) % watchers.len()];
+            while watcher.drain().frames.is_empty() {
+                std::hint::spin_loop();
+            }
+            let ticket = store.flush(false);
+            wait_ticket(&store, ticket, false).unwrap();
+            expected.push_str(parts[i]);
+            assert_eq!(
+                file_text(&path),
+                expected,
+                "update {i} acknowledged, not written"
+            );
+            applier.join().unwrap().unwrap();
+            for w in &watchers {
+                w.drain();
+            }
+        }
+        closed(&store);
     }
 }
