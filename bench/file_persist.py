@@ -9,7 +9,7 @@ update: the wall time, and the CPU time the server process used (utime + stime f
 "memory" is the baseline: a room that persists nothing (clock stopped when the room answers a
 sync step 1 sent after the updates).
 
-    python bench/file_persist.py [--updates 3000] [--runs 3]
+    python bench/file_persist.py [--updates 3000] [--runs 3] [--fsync none|flush|always]
 
 The original needs pycrdt<0.13, so it is installed into `.venv-original-bench` (wiredb,
 wire-file and wire-websocket 0.7.1) on first use. Not a test: figures depend on the machine.
@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ORIGINAL = ["wiredb==0.7.1", "wire-file==0.7.1", "wire-websocket==0.7.1"]
 HEADER = b"0.0.1\x00"
 WRITE_DELAY = 0.0
+FSYNC = "flush"
 
 SEED_OURS = textwrap.dedent(
     """
@@ -166,7 +167,8 @@ def server_command(kind: str, port: int, directory: Path) -> list[str]:
         return [sys.executable, "-m", "wiredb", "serve", "--port", str(port), "--no-persist"]
     if kind == "native":
         serve = [sys.executable, "-m", "wiredb", "serve", "--port", str(port)]
-        return [*serve, "--directory", str(directory), "--write-delay", str(WRITE_DELAY)]
+        serve += ["--directory", str(directory), "--write-delay", str(WRITE_DELAY)]
+        return [*serve, "--fsync", FSYNC]
     if kind == "seed":
         return [sys.executable, "-c", SEED_OURS, str(port), str(directory)]
     return [original_python(), "-c", SEED_ORIGINAL, str(port), str(directory)]
@@ -238,10 +240,11 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=3000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--write-delay", type=float, default=0.0, help="for the native store")
+    parser.add_argument("--fsync", default="flush", choices=["none", "flush", "always"])
     parser.add_argument("--only", choices=["memory", "native", "seed", "original"], action="append")
     args = parser.parse_args()
-    global WRITE_DELAY
-    WRITE_DELAY = args.write_delay
+    global WRITE_DELAY, FSYNC
+    WRITE_DELAY, FSYNC = args.write_delay, args.fsync
     all_messages = update_messages(args.updates + 10)
     warmup, messages = all_messages[:10], all_messages[10:]
     kinds = args.only or ["memory", "native", "seed", "original"]

@@ -11,6 +11,15 @@ python3 -m venv .venv
 python -m pip install -q --upgrade pip
 python -m pip install -q "maturin>=1.9.4,<2"
 
+echo "== system tools: strace (the crash-point and EIO tests inject faults with it)"
+if ! command -v strace >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && apt-get install -y -qq strace >/dev/null
+    else
+        echo "warning: strace is missing: those tests are skipped (they fail with CI=true)" >&2
+    fi
+fi
+
 echo "== cargo fmt / clippy / test"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings

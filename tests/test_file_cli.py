@@ -146,3 +146,20 @@ async def test_a_killed_server_restarted_serves_every_acknowledged_edit(tmp_path
     print(f"acknowledged {acknowledged.count(',')} edits, served {served.count(',')}")
     assert served.startswith(acknowledged), (len(served), len(acknowledged))
     assert expected.startswith(served), "a hole or garbage after the restart"
+
+
+async def test_serve_fsync_flag(tmp_path: Path) -> None:
+    with serve(tmp_path, "--fsync", "always") as (process, port):
+        assert "(fsync: always)" in (tmp_path / "server.log").read_text()
+        async with AsyncWebSocketClient("notes", host="127.0.0.1", port=port) as client:
+            client.doc.get("text", type=Text).insert(0, "durable")
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=20) == 0
+    assert complete_records_text(tmp_path / "wiredb-data" / "notes_updates.y") == "durable"
+    refused = subprocess.run(
+        [sys.executable, "-m", "wiredb", "serve", "--fsync", "sometimes"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2 and "invalid choice" in refused.stderr

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Map, Text
 
-from update_files import read_records
+from update_files import checked_update, read_records, trailer
 from wire_file import AsyncFileClient, FileClient, file_room_factory
 from wire_websocket import AsyncWebSocketClient, AsyncWebSocketServer
 
@@ -101,8 +101,10 @@ ORIGINAL_READ = textwrap.dedent(
 
 
 def run_original(python: str, script: str, *args: str) -> str:
+    # Without PYTHONPATH: a path to this checkout's packages would shadow the original's.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run(
-        [python, "-c", script, *args], capture_output=True, text=True, timeout=60
+        [python, "-c", script, *args], capture_output=True, text=True, timeout=60, env=env
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -185,3 +187,71 @@ async def test_a_native_room_file_loads_in_the_original(
         "text": "from a room",
         "map": {"n": 3.0},
     }
+
+
+ORIGINAL_RAW_APPLY = textwrap.dedent(
+    """
+    import json, sys
+    from pycrdt import Decoder, Doc, Map, Text
+
+    # The original's own reading loop (wire_file.client), record by record.
+    data = open(sys.argv[1], "rb").read()
+    version, messages = data.split(bytes([0]), 1)
+    doc, decoder, count = Doc(), Decoder(messages), 0
+    while True:
+        update = decoder.read_message()
+        if not update:
+            break
+        doc.apply_update(update)
+        count += 1
+    print(json.dumps({
+        "records": count,
+        "text": str(doc.get("text", type=Text)),
+        "map": doc.get("map", type=Map).to_py(),
+    }))
+    """
+)
+
+
+async def test_checksum_trailers_cross_both_ways(tmp_path: Path, original_python: str) -> None:
+    """Our records carry a checksum trailer inside their buffer; the original's pycrdt ignores
+    it (read both by its client and by its raw loop), its own records have none and load here,
+    and a file mixing both kinds loads in both implementations."""
+    path = tmp_path / "mixed.y"
+    doc: Doc[Any] = Doc(client_id=0x1111_2222)
+    async with AsyncFileClient(doc=doc, path=path, fsync="always") as client:
+        text = client.doc.get("text", type=Text)
+        for part in ["ours ", LONG, "ours again "]:
+            text += part
+            await client.flush()
+    records = read_records(path)
+    assert len(records) >= 3
+    assert all(checked_update(r) is not None for r in records), "every record checksummed"
+    assert records[0].endswith(trailer(records[0][:-5]))
+    raw = json.loads(run_original(original_python, ORIGINAL_RAW_APPLY, str(path)))
+    assert raw == {"records": len(records), "text": "ours " + LONG + "ours again ", "map": {}}
+
+    # The original appends records without a trailer, after ours.
+    run_original(original_python, ORIGINAL_WRITE, str(path), json.dumps(["theirs "]))
+    records = read_records(path)
+    assert checked_update(records[-1]) is None, "the original's record has no trailer"
+    # We read both kinds, and append checksummed records after the original's.
+    async with AsyncFileClient(doc=Doc(client_id=0x3333_4444), path=path) as client:
+        assert str(client.doc.get("text", type=Text)).endswith("theirs ")
+        client.doc.get("text", type=Text).insert(0, "first ")
+    records = read_records(path)
+    assert checked_update(records[-1]) is not None
+    kinds = [checked_update(r) is not None for r in records]
+    assert True in kinds and False in kinds
+    expected = {"text": "first ours " + LONG + "ours again theirs ", "map": {"by": "original"}}
+    assert original_reads(original_python, path) == expected
+    raw = json.loads(run_original(original_python, ORIGINAL_RAW_APPLY, str(path)))
+    assert raw == {"records": len(records), **expected}
+
+    # The original squashes the mixed file into one record of its own; we load it.
+    assert original_reads(original_python, path, squash=True) == expected
+    records = read_records(path)
+    assert len(records) == 1 and checked_update(records[0]) is None
+    with FileClient(path=path) as blocking:
+        blocking.pull()
+        assert str(blocking.doc.get("text", type=Text)) == expected["text"]

@@ -1,5 +1,6 @@
 """Reading and writing update files (wire-file 0.7.1's format) independently of wiredb: header
-`0.0.1\\0`, then each update as a lib0 var-length buffer."""
+`0.0.1\\0`, then each update as a lib0 var-length buffer; wiredb follows each update, inside its
+buffer, with a trailer: the byte 0xC3 then the CRC32C of the update (little endian)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,43 @@ from typing import Any
 from pycrdt import Doc, Text
 
 HEADER = b"0.0.1\x00"
+TRAILER_MAGIC = 0xC3
+
+
+def _crc32c_table() -> list[int]:
+    table = []
+    for i in range(256):
+        crc = i
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+_TABLE = _crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc = _TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def trailer(update: bytes) -> bytes:
+    return bytes([TRAILER_MAGIC]) + crc32c(update).to_bytes(4, "little")
+
+
+def checked_update(record: bytes) -> bytes | None:
+    """The update of a record whose checksum trailer holds, else None (a legacy record)."""
+    if len(record) > 5 and record[-5:] == trailer(record[:-5]):
+        return record[:-5]
+    return None
+
+
+def updates_of(records: list[bytes]) -> list[bytes]:
+    """The updates of records, trailers removed where they hold."""
+    return [checked_update(r) or r for r in records]
 
 
 def encode_varuint(n: int) -> bytes:
@@ -20,12 +58,15 @@ def encode_varuint(n: int) -> bytes:
     return bytes(out)
 
 
-def encode_file(updates: list[bytes]) -> bytes:
-    return HEADER + b"".join(encode_varuint(len(u)) + u for u in updates)
+def encode_file(updates: list[bytes], checked: bool = False) -> bytes:
+    """A file of `updates`, as the original writes it (or as wiredb does, with `checked`)."""
+    records = [u + trailer(u) if checked else u for u in updates]
+    return HEADER + b"".join(encode_varuint(len(r)) + r for r in records)
 
 
 def parse_records(data: bytes) -> list[bytes]:
-    """Every record of a whole file; fails on anything else (a torn or interleaved record)."""
+    """Every record (trailer included) of a whole file; fails on anything else (a torn or
+    interleaved record)."""
     assert data.startswith(HEADER), data[:16]
     records, pos = [], len(HEADER)
     while pos < len(data):

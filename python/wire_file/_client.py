@@ -19,9 +19,12 @@ from wiredb import AsyncClient, AsyncClientMixin, Client, ClientMixin
 from wiredb._wiredb import Endpoint, FileStore, RoomCore
 
 from ._store import (
+    Fsync,
+    check_fsync,
     close_store,
     close_store_blocking,
     flush_blocking,
+    flush_store,
     open_store,
     open_store_blocking,
 )
@@ -33,13 +36,22 @@ EMPTY_STATE_VECTOR = b"\x00"
 class _FileLink:
     """The private room and store of one file client."""
 
-    def __init__(self, id: str, path: str | os.PathLike[str], write_delay: float, squash: bool):
+    def __init__(
+        self,
+        id: str,
+        path: str | os.PathLike[str],
+        write_delay: float,
+        squash: bool,
+        fsync: Fsync,
+    ):
         if write_delay < 0:
             raise ValueError(f"write_delay must be >= 0, not {write_delay}")
+        check_fsync(fsync)
         self.id = id
         self.path = Path(path)
         self.write_delay = float(write_delay)
         self.squash = squash
+        self.fsync: Fsync = fsync
         self.room: RoomCore | None = None
         self.store: FileStore | None = None
 
@@ -55,12 +67,14 @@ class AsyncFileClient(AsyncClientMixin):
     ```py
     async with AsyncFileClient(path="notes.y") as client:
         text = client.doc.get("text", Text)
-        text += "Hello"   # appended to notes.y
+        text += "Hello"       # appended to notes.y
+        await client.flush()  # fsynced: survives a power loss
     ```
     On entry the file and the document are synchronized both ways: what the document has that
     the file lacks is appended, what the file has is applied to the document (with `auto_pull`;
     else on `pull()`). Then every change of the document is appended as it happens (with
-    `auto_push`; else on `push()`). On exit every change made before is on disk (fsynced).
+    `auto_push`; else on `push()`). `flush()` returns once every change made before it is
+    durable under the `fsync` policy; on exit too (a failed write or fsync raises `OSError`).
 
     Differences with wire-file 0.7.1, all of them fixes: a change made within `write_delay` of
     leaving is written (not lost); `write_delay` batches changes for at most that long after the
@@ -79,6 +93,7 @@ class AsyncFileClient(AsyncClientMixin):
         path: Path | str,
         write_delay: float = 0,
         squash: bool = False,
+        fsync: Fsync = "flush",
     ) -> None:
         """
         Args:
@@ -89,8 +104,10 @@ class AsyncFileClient(AsyncClientMixin):
             path: The update file; created if missing (its directory must exist).
             write_delay: Seconds a change may wait for later ones, to write them all at once.
             squash: Compact the file into one update on entry, and keep it so on every write.
+            fsync: When to fsync: "flush" (on `flush()` and exit), "always" (after every
+                write), or "none" (never: a change survives the process, not a power loss).
         """
-        self._link = _FileLink(id, path, write_delay, squash)
+        self._link = _FileLink(id, path, write_delay, squash, fsync)
         self._client = AsyncClient(self._link.connect, doc, auto_push, auto_pull)
 
     @property
@@ -102,10 +119,29 @@ class AsyncFileClient(AsyncClientMixin):
     def path(self) -> Path:
         return self._link.path
 
+    @property
+    def fsync(self) -> Fsync:
+        """The fsync policy ("none", "flush" or "always")."""
+        return self._link.fsync
+
+    async def flush(self) -> None:
+        """Returns once every change made so far is durable under the fsync policy: fsynced,
+        unless the policy is "none" (then written). Pushes first, with `auto_push=False`.
+
+        Raises:
+            OSError: a write or fsync failed (ENOSPC, EIO...): those changes are not
+                acknowledged; the client keeps them and retries (a later `flush()` may pass).
+        """
+        store = self._link.store
+        if store is None:
+            raise RuntimeError("the client is not open: use it in an `async with` block")
+        self._client.push()
+        await flush_store(store, durable=True)
+
     async def __aenter__(self) -> AsyncFileClient:
         link = self._link
         room = RoomCore(link.id)
-        store = await open_store(room, link.path, link.write_delay, link.squash)
+        store = await open_store(room, link.path, link.write_delay, link.squash, fsync=link.fsync)
         link.room, link.store = room, store
         brings = self._client.doc.get_state() != EMPTY_STATE_VECTOR
         try:
@@ -145,9 +181,10 @@ class FileClient(ClientMixin):
         client.doc.get("text", Text).insert(0, "Hello")
         client.push()   # written when push() returns
     ```
-    `pull()` and `push()` return once what they sent is written. With `auto_push=True` changes
-    are written in the background as they are made; on exit every change made before is on
-    disk (fsynced).
+    `pull()` and `push()` return once what they sent is written (fsynced too, with
+    `fsync="always"`); `flush()` once it is durable under the `fsync` policy. With
+    `auto_push=True` changes are written in the background as they are made; on exit every
+    change made before is on disk (fsynced unless `fsync="none"`).
     """
 
     def __init__(
@@ -159,6 +196,7 @@ class FileClient(ClientMixin):
         path: Path | str,
         write_delay: float = 0,
         squash: bool = False,
+        fsync: Fsync = "flush",
     ) -> None:
         """
         Args:
@@ -168,8 +206,10 @@ class FileClient(ClientMixin):
             path: The update file; created if missing (its directory must exist).
             write_delay: Seconds a change may wait for later ones (with `auto_push`).
             squash: Compact the file into one update on entry, and keep it so on every write.
+            fsync: When to fsync: "flush" (on `flush()` and exit), "always" (after every
+                write), or "none" (never: a change survives the process, not a power loss).
         """
-        self._link = _FileLink(id, path, write_delay, squash)
+        self._link = _FileLink(id, path, write_delay, squash, fsync)
         self._client = Client(self._link.connect, doc, auto_push)
 
     @property
@@ -199,10 +239,27 @@ class FileClient(ClientMixin):
         self._client.push()
         flush_blocking(store)
 
+    @property
+    def fsync(self) -> Fsync:
+        """The fsync policy ("none", "flush" or "always")."""
+        return self._link.fsync
+
+    def flush(self) -> None:
+        """Pushes, then returns once every change is durable under the fsync policy: fsynced,
+        unless the policy is "none" (then written).
+
+        Raises:
+            OSError: a write or fsync failed (ENOSPC, EIO...): those changes are not
+                acknowledged; the client keeps them and retries (a later `flush()` may pass).
+        """
+        store = self._store()
+        self._client.push()
+        flush_blocking(store, durable=True)
+
     def __enter__(self) -> FileClient:
         link = self._link
         room = RoomCore(link.id)
-        store = open_store_blocking(room, link.path, link.write_delay, link.squash)
+        store = open_store_blocking(room, link.path, link.write_delay, link.squash, link.fsync)
         link.room, link.store = room, store
         try:
             self._client.__enter__()

@@ -12,10 +12,11 @@ from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
 
 from wiredb import Room
+from wiredb._wiredb import FileStore
 from wiredb._wiredb import room_file_name as _room_file_name
 from wiredb._wiredb import room_id_from_file_name as _room_id_from_file_name
 
-from ._store import close_store, open_store
+from ._store import Fsync, check_fsync, close_store, flush_store, open_store
 
 log = logging.getLogger("wire_file")
 
@@ -59,7 +60,10 @@ class FileRoom(Room):
     ```
     Durability: an update is written (its `write(2)` returned) as soon as the store's task runs
     after the room applied it (plus `write_delay`); from then on it survives the server being
-    killed, and a power loss once fsynced (on close).
+    killed. It survives a power loss once fsynced: with `fsync="flush"` (the default) when
+    `flush()` (or the server's `room_manager.flush()`) returns or the room closes, with
+    `fsync="always"` as soon as it is written (every write is fsynced), with `fsync="none"`
+    when the kernel writes it back.
     """
 
     def __init__(
@@ -69,6 +73,7 @@ class FileRoom(Room):
         directory: str | os.PathLike[str],
         write_delay: float = 0,
         squash: bool = False,
+        fsync: Fsync = "flush",
     ) -> None:
         """
         Args:
@@ -76,39 +81,76 @@ class FileRoom(Room):
             directory: Where room files live; created if missing.
             write_delay: Seconds an update may wait for later ones, to write them all at once.
             squash: Keep each file compacted into a single update (rewritten on every write).
+            fsync: When to fsync: "flush" (on `flush()` and close), "always" (after every
+                write), or "none" (never).
         """
         if write_delay < 0:
             raise ValueError(f"write_delay must be >= 0, not {write_delay}")
+        check_fsync(fsync)
         super().__init__(id)
         self._path = Path(directory) / room_file_name(id)
         self._write_delay = float(write_delay)
         self._squash = squash
+        self._fsync: Fsync = fsync
+        self._store: FileStore | None = None
 
     @property
     def path(self) -> Path:
         """The room's file."""
         return self._path
 
+    @property
+    def fsync(self) -> Fsync:
+        """The fsync policy ("none", "flush" or "always")."""
+        return self._fsync
+
+    async def flush(self) -> None:
+        """Returns once every update the room applied so far is durable under the fsync
+        policy (fsynced, unless it is "none": then written).
+
+        Raises:
+            OSError: a write or fsync failed (ENOSPC, EIO...): those updates are not
+                acknowledged; the store keeps them and retries, and the room goes on serving.
+        """
+        if self._store is None:
+            raise RuntimeError(f"room {self.id!r} is not open")
+        await flush_store(self._store, durable=True)
+
     async def run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
         store = await open_store(
-            self._core, self._path, self._write_delay, self._squash, create_dirs=True
+            self._core,
+            self._path,
+            self._write_delay,
+            self._squash,
+            create_dirs=True,
+            fsync=self._fsync,
         )
+        self._store = store
         try:
             await super().run(task_status=task_status)
         finally:
+            self._store = None
             state = await close_store(store)
             if state.error is not None:
                 log.error("room %r: its last updates may not be on disk: %s", self.id, state.error)
 
 
 def file_room_factory(
-    directory: str | os.PathLike[str], *, write_delay: float = 0, squash: bool = False
+    directory: str | os.PathLike[str],
+    *,
+    write_delay: float = 0,
+    squash: bool = False,
+    fsync: Fsync = "flush",
 ) -> Callable[[str], FileRoom]:
     """A `room_factory` persisting every room of a server under `directory` (see `FileRoom`).
 
     ```py
-    async with AsyncWebSocketServer(file_room_factory("data"), host="localhost", port=8000):
+    async with AsyncWebSocketServer(file_room_factory("data"), host="localhost", port=8000) as s:
         ...
+        await s.room_manager.flush()  # every open room's updates are fsynced
     ```
     """
-    return functools.partial(FileRoom, directory=directory, write_delay=write_delay, squash=squash)
+    check_fsync(fsync)
+    return functools.partial(
+        FileRoom, directory=directory, write_delay=write_delay, squash=squash, fsync=fsync
+    )

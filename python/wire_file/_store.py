@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from typing import Literal, get_args
 
 from anyio import CancelScope, wait_readable
 
@@ -18,6 +19,16 @@ from wiredb._wiredb import FileStore, RoomCore, StoreState
 log = logging.getLogger("wire_file")
 
 Path = str | os.PathLike[str]
+
+#: When a store fsyncs: never ("none"), on `flush()` and close ("flush"), after every write
+#: ("always"). See the README's persistence section for what each acknowledges.
+Fsync = Literal["none", "flush", "always"]
+FSYNC_POLICIES: tuple[str, ...] = get_args(Fsync)
+
+
+def check_fsync(fsync: str) -> None:
+    if fsync not in FSYNC_POLICIES:
+        raise ValueError(f"fsync must be one of {FSYNC_POLICIES}, not {fsync!r}")
 
 
 def _loaded(state: StoreState) -> bool:
@@ -62,10 +73,15 @@ def _opened(store: FileStore, state: StoreState) -> None:
 
 
 async def open_store(
-    room: RoomCore, path: Path, write_delay: float, squash: bool, create_dirs: bool = False
+    room: RoomCore,
+    path: Path,
+    write_delay: float,
+    squash: bool,
+    create_dirs: bool = False,
+    fsync: str = "flush",
 ) -> FileStore:
     """Attaches a store to `room` and waits until the file is loaded into it."""
-    store = FileStore(room, os.fspath(path), write_delay, squash, create_dirs)
+    store = FileStore(room, os.fspath(path), write_delay, squash, create_dirs, fsync)
     try:
         state = await wait_store(store, _loaded)
         _opened(store, state)
@@ -75,8 +91,10 @@ async def open_store(
     return store
 
 
-def open_store_blocking(room: RoomCore, path: Path, write_delay: float, squash: bool) -> FileStore:
-    store = FileStore(room, os.fspath(path), write_delay, squash)
+def open_store_blocking(
+    room: RoomCore, path: Path, write_delay: float, squash: bool, fsync: str = "flush"
+) -> FileStore:
+    store = FileStore(room, os.fspath(path), write_delay, squash, False, fsync)
     try:
         _opened(store, wait_store_blocking(store, _loaded))
     except BaseException:
@@ -85,17 +103,41 @@ def open_store_blocking(room: RoomCore, path: Path, write_delay: float, squash: 
     return store
 
 
-def flush_blocking(store: FileStore) -> None:
-    """Writes everything the store's room applied so far, and returns once it is written."""
-    ticket = store.flush()
+def _flushed(ticket: int, durable: bool) -> Callable[[StoreState], bool]:
+    """The state is final for `ticket`: done, failed, or the store is gone."""
 
     def done(state: StoreState) -> bool:
-        return state.flushed >= ticket or state.error is not None or _finished(state)
+        reached = state.durable if durable else state.written
+        return reached >= ticket or state.failed >= ticket or _finished(state)
 
-    state = wait_store_blocking(store, done)
-    if state.flushed < ticket:
-        state.check()
-        raise RuntimeError(f"{store.path}: the store closed before writing")
+    return done
+
+
+def _raise_unless_done(store: FileStore, state: StoreState, ticket: int, durable: bool) -> None:
+    reached = state.durable if durable else state.written
+    if reached >= ticket:
+        return
+    state.check()
+    what = "made durable" if durable else "written"
+    if state.failed >= ticket:
+        raise OSError(f"{store.path}: the edits could not be {what}")
+    raise RuntimeError(f"{store.path}: the store closed before the edits were {what}")
+
+
+async def flush_store(store: FileStore, durable: bool) -> None:
+    """Writes everything the store's room applied so far and returns once it is written (with
+    `durable`: durable under the store's fsync policy); raises the error (an `OSError` for
+    ENOSPC, EIO...) if the attempt failed: then nothing it covered is acknowledged."""
+    ticket = store.flush(durable)
+    state = await wait_store(store, _flushed(ticket, durable))
+    _raise_unless_done(store, state, ticket, durable)
+
+
+def flush_blocking(store: FileStore, durable: bool = False) -> None:
+    """`flush_store`, blocking (without the GIL)."""
+    ticket = store.flush(durable)
+    state = wait_store_blocking(store, _flushed(ticket, durable))
+    _raise_unless_done(store, state, ticket, durable)
 
 
 async def close_store(store: FileStore) -> StoreState:

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Literal
 
 import anyio
 
@@ -35,6 +36,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=0.0,
         help="seconds an update may wait to share a write with later ones (default: 0)",
+    )
+    serve.add_argument(
+        "--fsync",
+        choices=["none", "flush", "always"],
+        default="flush",
+        help="when room files are fsynced: 'flush' (default) when a room closes (and on a "
+        "flush), 'always' after every write (an update is durable as soon as it is written), "
+        "'none' never (the kernel writes back on its own)",
     )
     serve.add_argument(
         "--no-persist", action="store_true", help="keep rooms in memory only (lost on exit)"
@@ -66,6 +75,7 @@ async def serve(
     port: int,
     directory: str | None = "wiredb-data",
     write_delay: float = 0.0,
+    fsync: Literal["none", "flush", "always"] = "flush",
     token_secret: str | None = None,
     allowed_origins: list[str] | None = None,
 ) -> None:
@@ -74,8 +84,16 @@ async def serve(
     from wire_websocket import AsyncWebSocketServer
     from wiredb import Room
 
-    factory = Room if directory is None else file_room_factory(directory, write_delay=write_delay)
-    where = "in memory only" if directory is None else f"persisted in {Path(directory).resolve()}"
+    factory = (
+        Room
+        if directory is None
+        else file_room_factory(directory, write_delay=write_delay, fsync=fsync)
+    )
+    where = (
+        "in memory only"
+        if directory is None
+        else f"persisted in {Path(directory).resolve()} (fsync: {fsync})"
+    )
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with AsyncWebSocketServer(
             factory,
@@ -105,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
             args.port,
             directory,
             args.write_delay,
+            args.fsync,
             secret,
             args.allowed_origins,
         )

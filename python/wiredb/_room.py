@@ -161,6 +161,13 @@ class Room(AsyncContextManagerMixin):
             if closed is not None:
                 return
 
+    async def flush(self) -> None:
+        """Returns once what the room applied so far is durable wherever the room persists it.
+
+        The base room persists nothing, so it returns at once; `wire_file.FileRoom` waits for
+        its file, and a subclass that persists otherwise overrides this.
+        """
+
     async def run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
         """The room's main task: reports started, then runs until the room closes.
 
@@ -244,6 +251,20 @@ class RoomManager(AsyncContextManagerMixin):
         if self._registry is None or self._task_group is None:
             raise RuntimeError("the room manager is not running: use it in `async with`")
         return self._registry
+
+    async def flush(self) -> None:
+        """Flushes every open room (`Room.flush()`), one after the other; if some fail, the
+        others are still flushed, then the first error is raised (the others are logged)."""
+        errors: list[Exception] = []
+        for room in list(self._rooms.values()):
+            try:
+                await room.flush()
+            except Exception as error:
+                if errors:
+                    log.error("room %r could not be flushed: %s", room.id, error)
+                errors.append(error)
+        if errors:
+            raise errors[0]
 
     async def get_room(self, id: str) -> Room:
         """The open room `id`, opened (created, entered, started) if needed.

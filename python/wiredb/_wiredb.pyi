@@ -253,13 +253,31 @@ class StoreState:
         """Complete records found in the file when it was opened."""
     @property
     def torn_bytes(self) -> int:
-        """Bytes of a torn or undecodable tail cut off the file when it was opened."""
+        """Bytes of a torn or garbage tail (and of holes) cut off the file when it was opened."""
     @property
-    def flushed(self) -> int:
-        """Every flush ticket up to this one is written."""
+    def checked(self) -> int:
+        """Records found with a valid checksum (the others are legacy records)."""
+    @property
+    def holes(self) -> int:
+        """Holes found between good records (skipped, the file rewritten without them)."""
+    @property
+    def written(self) -> int:
+        """Every flush ticket up to this one is written (its `write(2)` returned)."""
+    @property
+    def durable(self) -> int:
+        """Every flush ticket up to this one is durable under the fsync policy."""
+    @property
+    def failed(self) -> int:
+        """The last ticket whose write, fsync or rewrite failed (the store retries)."""
     @property
     def writes(self) -> int:
         """Writes done so far."""
+    @property
+    def syncs(self) -> int:
+        """fsyncs of appended records done so far."""
+    @property
+    def rewrites(self) -> int:
+        """Rewrites of the whole file done after a failed fsync."""
     @property
     def error(self) -> str | None:
         """Why opening failed or the last write failed, if it did."""
@@ -278,8 +296,12 @@ class FileStore:
         write_delay: float = 0.0,
         squash: bool = False,
         create_dirs: bool = False,
+        fsync: str = "flush",
     ) -> FileStore:
         """Starts loading `path` into `room`, then appends every update the room applies."""
+    @property
+    def fsync(self) -> str:
+        """The fsync policy: "none", "flush" or "always"."""
     @property
     def fd(self) -> int:
         """Readable when the state changed since the last `poll()`."""
@@ -287,10 +309,12 @@ class FileStore:
     def path(self) -> Path: ...
     def poll(self) -> StoreState:
         """The current state; makes `fd` unreadable until the next change."""
-    def flush(self) -> int:
-        """Asks for everything applied so far to be written now; returns a ticket."""
+    def flush(self, durable: bool = False) -> int:
+        """Asks for everything applied so far to be written now (and, with `durable`, made
+        durable under the policy); returns a ticket."""
     def close(self) -> None:
-        """Stops taking updates; what is pending is written and fsynced, then "closed"."""
+        """Stops taking updates; what is pending is written (fsynced unless the policy is
+        "none"), then "closed"."""
     def wait(self, timeout: float | None = None) -> bool:
         """Blocks without the GIL until the state changes; False on timeout."""
 

@@ -7,7 +7,8 @@
 //! - [`server`], [`client`]: the WebSocket wire;
 //! - [`auth`], [`token`], [`connections`]: who may connect, signed tokens, a server's live
 //!   connections (kick, read-only);
-//! - [`store`], [`persist`]: the file wire's log, and a room's native store on it;
+//! - [`record`], [`store`], [`persist`]: the file wire's records (with checksums), its log, and
+//!   a room's native store on it;
 //! - [`pipe`]: the pipe wire (length-prefixed frames over OS pipes or a socketpair);
 //! - [`queue`], [`wake`], [`sync`], [`runtime`]: the plumbing between tokio and a local document.
 
@@ -21,6 +22,7 @@ pub mod persist;
 pub mod pipe;
 pub mod protocol;
 pub mod queue;
+pub mod record;
 pub mod registry;
 pub mod room;
 pub mod runtime;

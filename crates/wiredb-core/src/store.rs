@@ -2,12 +2,15 @@
 //! Python `wire-file` 0.7.1 format.
 //!
 //! A file is the header `b"0.0.1\0"` followed by records; each record is a lib0 var-length
-//! buffer (lib0 varuint length, then that many bytes) holding one yrs v1 update.
+//! buffer holding one yrs v1 update, followed inside the buffer by a checksum trailer that the
+//! original ignores (see [`crate::record`]).
 //!
 //! This module must never lose a record that was completely written: it only ever cuts a torn
-//! or undecodable *tail*, never writes a record in more than one piece, never replaces the file
-//! other than atomically (temp file + rename), and never panics on what it reads from disk.
-//! Everything here is blocking `std::fs` code: run it on a blocking thread.
+//! or garbage *tail*, skips (and rewrites away) a hole that checksummed records follow, never
+//! writes a record in more than one piece, undoes a write that failed halfway, never replaces
+//! the file other than atomically (temp file, fsync, rename, directory fsync), never fsyncs
+//! again as if nothing happened after an fsync failed, and never panics on what it reads from
+//! disk. Everything here is blocking `std::fs` code: run it on a blocking thread.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -15,9 +18,11 @@ use std::panic::catch_unwind;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::Update;
+
+pub use crate::record::encode_records;
+use crate::record::{is_valid_update, parse_records, record_len};
 
 pub const FILE_VERSION: &str = "0.0.1";
 /// `FILE_VERSION` then NUL (checked against `FILE_VERSION` by a test).
@@ -37,15 +42,22 @@ pub enum StoreError {
     InvalidUpdate { path: PathBuf, index: usize },
     #[error("cannot merge the updates of {}: {reason}", path.display())]
     Merge { path: PathBuf, reason: String },
+    #[error("an fsync of {} failed: the file must be rewritten before it is written or synced again", path.display())]
+    NeedsRewrite { path: PathBuf },
 }
 
 /// What `FileLog::open` found on disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LoadReport {
     /// Complete records read (before any squash).
     pub records: usize,
-    /// Bytes cut off the end of the file (torn tail or torn header).
+    /// Bytes that held no good record: a torn or garbage tail (cut off), holes (rewritten
+    /// away), a torn header (rewritten).
     pub torn_bytes: u64,
+    /// Records whose checksum trailer held (the others are legacy records, without one).
+    pub checked: usize,
+    /// Holes between good records (each a record torn while another writer appended).
+    pub holes: usize,
 }
 
 /// An open update log. Not `Clone`: one value per open file handle.
@@ -58,15 +70,20 @@ pub struct FileLog {
     /// `Some(merged update)` iff opened with squash: the whole content, kept in memory so that
     /// squashing on append does not re-read the file.
     squashed: Option<Vec<u8>>,
+    /// An fsync failed (or a failed write could not be undone): what the file holds since the
+    /// last good fsync is unknown (Linux may have dropped the dirty pages and will not report
+    /// it again), so the log refuses to append or fsync until [`FileLog::rewrite`] succeeded.
+    needs_rewrite: bool,
 }
 
 impl FileLog {
-    /// Opens or creates the log and returns it with every complete record (each a v1 update).
+    /// Opens or creates the log and returns it with the update of every good record.
     ///
-    /// A torn or undecodable tail is truncated away (with a warning), a torn header is
-    /// rewritten, another version is `StoreError::VersionMismatch`. With `squash`, a log of
-    /// more than one record is then replaced atomically by header + one merged record
-    /// (the returned records are still the ones read).
+    /// A torn or garbage tail is truncated away (with a warning); a hole followed by
+    /// checksummed records is skipped and the file rewritten without it; a torn header is
+    /// rewritten; another version is `StoreError::VersionMismatch`. With `squash`, a log of
+    /// more than one record is then replaced atomically by header + one merged record (the
+    /// returned records are still the ones read).
     pub fn open(
         path: impl AsRef<Path>,
         squash: bool,
@@ -76,55 +93,41 @@ impl FileLog {
             path: path.clone(),
             source,
         };
-        let file = open_append(&path, true).map_err(io_err)?;
-        let (records, len, torn_bytes) = {
-            // Held while reading and cutting, so a concurrent appender's record is never
-            // mistaken for a torn tail and a concurrent creator's header never doubled.
-            let _lock = Flock::exclusive(&file);
-            let mut data = Vec::new();
-            (&file).read_to_end(&mut data).map_err(io_err)?;
-            let mut torn_bytes = 0;
-            if !data.starts_with(HEADER) {
-                if data.len() < HEADER.len() && HEADER.starts_with(&data) {
-                    // New file, or a crash while creating it: (re)write the header.
-                    torn_bytes = data.len() as u64;
-                    file.set_len(0).map_err(io_err)?;
-                    (&file).write_all(HEADER).map_err(io_err)?;
-                    file.sync_all().map_err(io_err)?;
-                    sync_dir(&path).map_err(io_err)?;
-                    data = HEADER.to_vec();
+        let (file, records, len, report) = loop {
+            let file = open_append(&path, true).map_err(io_err)?;
+            let loaded = {
+                // Held while reading and cutting, so a concurrent appender's record is never
+                // mistaken for a torn tail and a concurrent creator's header never doubled.
+                let _lock = Flock::exclusive(&file);
+                if is_replaced(&path, &file) {
+                    None
                 } else {
-                    let head = &data[..data.len().min(64)];
-                    let version = head
-                        .iter()
-                        .position(|&b| b == 0)
-                        .map_or(head, |i| &head[..i]);
-                    let got = String::from_utf8_lossy(version).into_owned();
-                    return Err(StoreError::VersionMismatch { path, got });
+                    remove_stale_temp_files(&path);
+                    Some(load_locked(&path, &file)?)
                 }
+            };
+            match loaded {
+                Some(loaded) => {
+                    let file = loaded.replacement.unwrap_or(file);
+                    break (file, loaded.records, loaded.len, loaded.report);
+                }
+                None => continue,
             }
-            let (records, good) = parse_records(&data[HEADER.len()..]);
-            let good_len = (HEADER.len() + good) as u64;
-            let cut = data.len() as u64 - good_len;
-            if cut > 0 {
-                file.set_len(good_len).map_err(io_err)?;
-                file.sync_data().map_err(io_err)?;
-                torn_bytes += cut;
-            }
-            (records, good_len, torn_bytes)
         };
-        if torn_bytes > 0 {
-            tracing::warn!(path = %path.display(), torn_bytes, "cut torn or undecodable tail of update log");
+        if report.torn_bytes > 0 {
+            tracing::warn!(
+                path = %path.display(),
+                torn_bytes = report.torn_bytes,
+                holes = report.holes,
+                "cut torn or garbage bytes from update log"
+            );
         }
-        let report = LoadReport {
-            records: records.len(),
-            torn_bytes,
-        };
         let mut log = FileLog {
             path,
             file,
             len,
             squashed: None,
+            needs_rewrite: false,
         };
         if squash {
             let merged = match records.as_slice() {
@@ -144,6 +147,8 @@ impl FileLog {
     /// Appends `updates` as records in one write (or, for a squashing log, merges them into
     /// the content and replaces the file). Each update must be a valid v1 update: a bad
     /// record would make open cut it and every record after it, so it is refused up front.
+    /// A write that fails halfway is undone (the file is cut back to where it was), so that
+    /// later records never sit behind a torn one.
     pub fn append(&mut self, updates: &[&[u8]]) -> Result<(), StoreError> {
         if let Some(index) = updates.iter().position(|u| !is_valid_update(u)) {
             return Err(StoreError::InvalidUpdate {
@@ -154,19 +159,28 @@ impl FileLog {
         if updates.is_empty() {
             return Ok(());
         }
+        if self.needs_rewrite {
+            return Err(StoreError::NeedsRewrite {
+                path: self.path.clone(),
+            });
+        }
         if self.squashed.is_some() {
-            return self.append_squashed(updates);
+            return self.replace_merged(updates);
         }
         let buf = encode_records(updates);
         loop {
             let lock = Flock::exclusive(&self.file);
             if !self.replaced_on_disk() {
+                let start = self.file.metadata().map_err(|e| self.io(e))?.len();
                 // One write of whole records, on O_APPEND, under the lock: no interleaving.
-                (&self.file).write_all(&buf).map_err(|e| self.io(e))?;
-                self.len = self
-                    .file
-                    .metadata()
-                    .map_or(self.len + buf.len() as u64, |m| m.len());
+                if let Err(error) = write_all(&self.file, &buf, &self.path) {
+                    if let Err(undo) = self.file.set_len(start) {
+                        tracing::error!(path = %self.path.display(), %undo, "cannot undo a failed write");
+                        self.needs_rewrite = true;
+                    }
+                    return Err(self.io(error));
+                }
+                self.len = start + buf.len() as u64;
                 return Ok(());
             }
             // Another FileLog renamed a new file over the path: write to that one instead
@@ -176,9 +190,36 @@ impl FileLog {
         }
     }
 
-    /// fsyncs the file's data.
+    /// fsyncs the file's data. After a failure the log needs a [`FileLog::rewrite`]: a
+    /// second fsync could succeed without the lost pages ever reaching the disk, so it is
+    /// never tried.
     pub fn sync(&mut self) -> Result<(), StoreError> {
-        self.file.sync_data().map_err(|e| self.io(e))
+        if self.needs_rewrite {
+            return Err(StoreError::NeedsRewrite {
+                path: self.path.clone(),
+            });
+        }
+        sync_file(&self.file, &self.path, false).map_err(|e| {
+            self.needs_rewrite = true;
+            self.io(e)
+        })
+    }
+
+    /// True after an fsync failed, until a [`FileLog::rewrite`] succeeds.
+    pub fn needs_rewrite(&self) -> bool {
+        self.needs_rewrite
+    }
+
+    /// Atomically replaces the file by one record merging `state` (the whole document, as
+    /// the caller holds it in memory) with every good record the file holds now (so another
+    /// log's appends are kept); the new file is fsynced before it is renamed over the path.
+    /// Clears [`FileLog::needs_rewrite`] once it succeeded.
+    pub fn rewrite(&mut self, state: &[u8]) -> Result<(), StoreError> {
+        // An unknown length forces a re-read of the file under the lock.
+        self.len = u64::MAX;
+        self.replace_merged(&[state])?;
+        self.needs_rewrite = false;
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -206,92 +247,92 @@ impl FileLog {
     /// `<name>.tmp-<pid>-<n>`, fsyncs it, renames it over the path, fsyncs the directory,
     /// then reopens the append handle on the new file.
     pub fn replace_with(&mut self, update: &[u8]) -> Result<(), StoreError> {
-        let new_file = {
+        let replaced = {
             // Keeps other logs' appends from landing in the old inode during the swap.
             let _lock = Flock::exclusive(&self.file);
-            self.write_replacement(update)?
+            self.write_replacement(update)
         };
-        self.install(new_file, update);
+        let file = self.after_replace(replaced)?;
+        self.install(file, update);
         Ok(())
     }
 
-    /// Squashing append: the file's content merged with `updates` replaces the file. The
-    /// content is re-read when another log changed the file since our last look, so that its
-    /// records are merged in rather than dropped.
-    fn append_squashed(&mut self, updates: &[&[u8]]) -> Result<(), StoreError> {
+    /// The file's content merged with `updates` replaces the file. The content is re-read
+    /// when another log changed the file since our last look, so that its records are merged
+    /// in rather than dropped.
+    fn replace_merged(&mut self, updates: &[&[u8]]) -> Result<(), StoreError> {
         loop {
-            let new = {
-                let _lock = Flock::exclusive(&self.file);
-                if self.replaced_on_disk() {
-                    None
-                } else {
-                    let disk_len = self.file.metadata().map_err(|e| self.io(e))?.len();
-                    let reread;
-                    let base: Vec<&[u8]> = match &self.squashed {
-                        Some(merged) if disk_len == self.len => vec![merged.as_slice()],
-                        _ => {
-                            reread = self.read_records()?;
-                            reread.iter().map(Vec::as_slice).collect()
-                        }
-                    };
-                    let all = base.into_iter().chain(updates.iter().copied());
-                    let merged = merge(&self.path, all)?;
-                    let file = self.write_replacement(&merged)?;
-                    Some((file, merged))
-                }
-            };
-            match new {
-                Some((file, merged)) => {
+            match self.replace_merged_locked(updates) {
+                Ok(Some((file, merged))) => {
                     self.install(file, &merged);
                     return Ok(());
                 }
                 // Another log renamed a new file over the path: merge with that one.
-                None => {
+                Ok(None) => {
                     self.file = open_append(&self.path, false).map_err(|e| self.io(e))?;
-                    // An unknown length forces a re-read under the new file's lock.
                     self.len = u64::MAX;
+                }
+                Err(failed) => {
+                    self.after_replace(Err(failed))?;
                 }
             }
         }
     }
 
-    /// Every complete record of the file our handle is open on (the caller holds the lock).
+    /// One try of [`FileLog::replace_merged`] under the lock; `None` if the path was replaced.
+    fn replace_merged_locked(
+        &self,
+        updates: &[&[u8]],
+    ) -> Result<Option<(File, Vec<u8>)>, ReplaceError> {
+        let _lock = Flock::exclusive(&self.file);
+        if self.replaced_on_disk() {
+            return Ok(None);
+        }
+        let disk_len = self.file.metadata().map_err(|e| (self.io(e), false))?.len();
+        let reread;
+        let base: Vec<&[u8]> = match &self.squashed {
+            Some(merged) if disk_len == self.len => vec![merged.as_slice()],
+            _ => {
+                reread = self.read_records().map_err(|e| (e, false))?;
+                reread.iter().map(Vec::as_slice).collect()
+            }
+        };
+        let all = base.into_iter().chain(updates.iter().copied());
+        let merged = merge(&self.path, all).map_err(|e| (e, false))?;
+        let file = self.write_replacement(&merged)?;
+        Ok(Some((file, merged)))
+    }
+
+    /// Every good record of the file our handle is open on (the caller holds the lock).
     fn read_records(&self) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut data = Vec::new();
         let mut file = &self.file;
         file.seek(SeekFrom::Start(0)).map_err(|e| self.io(e))?;
         file.read_to_end(&mut data).map_err(|e| self.io(e))?;
         let body = data.get(HEADER.len()..).unwrap_or_default();
-        Ok(parse_records(body).0)
+        Ok(parse_records(body).records)
     }
 
     /// Writes header + `update` to a temporary file and renames it over the path (the caller
-    /// holds the lock); returns an append handle on the new file.
-    fn write_replacement(&self, update: &[u8]) -> Result<File, StoreError> {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let mut buf = HEADER.to_vec();
-        buf.extend_from_slice(&encode_records(&[update]));
-        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        name.push(format!(".tmp-{}-{n}", std::process::id()));
-        let tmp = self.path.with_file_name(name);
-        let written = (|| {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            f.write_all(&buf)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &self.path)
-        })();
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(self.io(e));
-        }
-        sync_dir(&self.path).map_err(|e| self.io(e))?;
-        open_append(&self.path, false).map_err(|e| self.io(e))
+    /// holds the lock); returns an append handle on the new file, or the error and whether
+    /// the rename was done.
+    fn write_replacement(&self, update: &[u8]) -> Result<File, ReplaceError> {
+        replace_file(&self.path, &encode_records(&[update]))
+            .map_err(|(error, renamed)| (self.io(error), renamed))
+    }
+
+    /// A failure after the rename leaves the log needing a rewrite: the new name may not be
+    /// durable.
+    fn after_replace(&mut self, replaced: Result<File, ReplaceError>) -> Result<File, StoreError> {
+        replaced.map_err(|(error, renamed)| {
+            self.needs_rewrite |= renamed;
+            error
+        })
     }
 
     fn install(&mut self, file: File, update: &[u8]) {
         self.file = file;
-        self.len = (HEADER.len() + varuint_len(update.len() as u64) + update.len()) as u64;
+        self.len = (HEADER.len() + record_len(update.len())) as u64;
         if self.squashed.is_some() {
             self.squashed = Some(update.to_vec());
         }
@@ -299,80 +340,158 @@ impl FileLog {
 
     /// True if the path now names another file than our handle (renamed over by a replace).
     fn replaced_on_disk(&self) -> bool {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::MetadataExt;
-            if let (Ok(a), Ok(b)) = (fs::metadata(&self.path), self.file.metadata()) {
-                return (a.dev(), a.ino()) != (b.dev(), b.ino());
+        is_replaced(&self.path, &self.file)
+    }
+}
+
+/// A replacement that failed: the error, and whether the rename over the log was done.
+type ReplaceError = (StoreError, bool);
+
+/// What [`load_locked`] read.
+struct Loaded {
+    /// A handle on the new file, if holes were rewritten away.
+    replacement: Option<File>,
+    records: Vec<Vec<u8>>,
+    len: u64,
+    report: LoadReport,
+}
+
+/// Reads, checks and repairs a log under its lock.
+fn load_locked(path: &Path, file: &File) -> Result<Loaded, StoreError> {
+    let io_err = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut data = Vec::new();
+    let mut reader = file;
+    reader.seek(SeekFrom::Start(0)).map_err(io_err)?;
+    reader.read_to_end(&mut data).map_err(io_err)?;
+    let mut report = LoadReport::default();
+    if !data.starts_with(HEADER) {
+        if data.len() < HEADER.len() && HEADER.starts_with(&data) {
+            // New file, or a crash while creating it: (re)write the header.
+            report.torn_bytes = data.len() as u64;
+            file.set_len(0).map_err(io_err)?;
+            write_all(file, HEADER, path).map_err(io_err)?;
+            sync_file(file, path, true).map_err(io_err)?;
+            sync_dir(path).map_err(io_err)?;
+            data = HEADER.to_vec();
+        } else {
+            let head = &data[..data.len().min(64)];
+            let version = head
+                .iter()
+                .position(|&b| b == 0)
+                .map_or(head, |i| &head[..i]);
+            let got = String::from_utf8_lossy(version).into_owned();
+            return Err(StoreError::VersionMismatch {
+                path: path.to_path_buf(),
+                got,
+            });
+        }
+    }
+    let body = &data[HEADER.len()..];
+    let parsed = parse_records(body);
+    report.records = parsed.records.len();
+    report.checked = parsed.checked;
+    report.holes = parsed.holes.len();
+    report.torn_bytes += parsed.bad_bytes(body.len()) as u64;
+    if !parsed.holes.is_empty() {
+        // Rewrite the good records without the holes, so that the original (which stops at
+        // the first bad record) reads them all too.
+        let refs: Vec<&[u8]> = parsed.records.iter().map(Vec::as_slice).collect();
+        let records = encode_records(&refs);
+        match replace_file(path, &records) {
+            Ok(new_file) => {
+                let len = (HEADER.len() + records.len()) as u64;
+                return Ok(Loaded {
+                    replacement: Some(new_file),
+                    records: parsed.records,
+                    len,
+                    report,
+                });
+            }
+            // We read around the holes anyway: go on with the file as it is.
+            Err((error, _)) => {
+                tracing::warn!(path = %path.display(), %error, "cannot rewrite an update log without its holes");
             }
         }
-        false
     }
+    let good_len = (HEADER.len() + parsed.good_end) as u64;
+    if good_len < data.len() as u64 {
+        file.set_len(good_len).map_err(io_err)?;
+        sync_file(file, path, false).map_err(io_err)?;
+    }
+    Ok(Loaded {
+        replacement: None,
+        records: parsed.records,
+        len: good_len,
+        report,
+    })
 }
 
-/// Encodes records (header excluded) for the given updates.
-pub fn encode_records(updates: &[&[u8]]) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(updates.iter().map(|u| u.len() + 4).sum());
-    for u in updates {
-        let mut n = u.len() as u64;
-        while n >= 0x80 {
-            buf.push((n as u8 & 0x7f) | 0x80);
-            n >>= 7;
-        }
-        buf.push(n as u8);
-        buf.extend_from_slice(u);
+/// Writes header + `body` to `<name>.tmp-<pid>-<n>`, fsyncs it, renames it over `path`,
+/// fsyncs the directory, and opens the new file for appending. On error, also tells whether
+/// the rename was done.
+fn replace_file(path: &Path, body: &[u8]) -> Result<File, (io::Error, bool)> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    name.push(format!(".tmp-{}-{n}", std::process::id()));
+    let tmp = path.with_file_name(name);
+    let written = (|| {
+        let f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut buf = Vec::with_capacity(HEADER.len() + body.len());
+        buf.extend_from_slice(HEADER);
+        buf.extend_from_slice(body);
+        write_all(&f, &buf, &tmp)?;
+        sync_file(&f, &tmp, true)?;
+        rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err((e, false));
     }
-    buf
+    sync_dir(path).map_err(|e| (e, true))?;
+    open_append(path, false).map_err(|e| (e, true))
 }
 
-fn varuint_len(mut n: u64) -> usize {
-    let mut len = 1;
-    while n >= 0x80 {
-        n >>= 7;
-        len += 1;
-    }
-    len
-}
-
-/// Reads a lib0 varuint; `None` if torn or longer than 8 bytes (no real record is 2^56 long,
-/// and capping it keeps the shifts from overflowing on garbage).
-fn read_var_uint(data: &[u8]) -> Option<(u64, usize)> {
-    let mut n = 0u64;
-    for (i, &b) in data.iter().enumerate().take(8) {
-        n |= u64::from(b & 0x7f) << (7 * i);
-        if b < 0x80 {
-            return Some((n, i + 1));
-        }
-    }
-    None
-}
-
-/// Splits the body (after the header) into records up to the first torn or undecodable one;
-/// returns them and the byte length of that good prefix.
-fn parse_records(body: &[u8]) -> (Vec<Vec<u8>>, usize) {
-    let mut records = Vec::new();
-    let mut pos = 0;
-    while pos < body.len() {
-        let Some((len, n)) = read_var_uint(&body[pos..]) else {
-            break;
+/// Removes the temporary files that a squash killed before its rename left behind: those
+/// named after `path` whose process is gone (a live process's are left alone).
+fn remove_stale_temp_files(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{}.tmp-", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
         };
-        let start = pos + n;
-        let end = usize::try_from(len).ok().and_then(|l| start.checked_add(l));
-        let Some(end) = end.filter(|&e| e <= body.len()) else {
-            break;
-        };
-        if !is_valid_update(&body[start..end]) {
-            break;
+        let pid = rest.split('-').next().and_then(|p| p.parse::<i32>().ok());
+        if pid.is_some_and(|pid| pid > 0 && !process_alive(pid)) {
+            let stale = entry.path();
+            match fs::remove_file(&stale) {
+                Ok(()) => tracing::info!(path = %stale.display(), "removed a stale temporary file"),
+                Err(error) => {
+                    tracing::debug!(path = %stale.display(), %error, "cannot remove a stale temporary file")
+                }
+            }
         }
-        records.push(body[start..end].to_vec());
-        pos = end;
     }
-    (records, pos)
 }
 
-/// An empty record also ends the log for the Python reader, so it is never valid here.
-fn is_valid_update(bytes: &[u8]) -> bool {
-    !bytes.is_empty() && matches!(catch_unwind(|| Update::decode_v1(bytes).is_ok()), Ok(true))
+fn process_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let sent = unsafe { libc::kill(pid, 0) } == 0;
+    sent || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 fn merge<'a>(path: &Path, updates: impl Iterator<Item = &'a [u8]>) -> Result<Vec<u8>, StoreError> {
@@ -396,6 +515,19 @@ fn open_append(path: &Path, create: bool) -> io::Result<File> {
         .open(path)
 }
 
+/// True if `path` now names another file than `file` (renamed over by a replace).
+fn is_replaced(path: &Path, file: &File) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(a), Ok(b)) = (fs::metadata(path), file.metadata()) {
+            return (a.dev(), a.ino()) != (b.dev(), b.ino());
+        }
+    }
+    let _ = (path, file);
+    false
+}
+
 /// Makes a create or rename durable: fsync the containing directory.
 fn sync_dir(path: &Path) -> io::Result<()> {
     #[cfg(unix)]
@@ -405,6 +537,95 @@ fn sync_dir(path: &Path) -> io::Result<()> {
     }
     let _ = path;
     Ok(())
+}
+
+// The three operations whose failures matter, in one place each so that tests can make them
+// fail (see `faults`).
+
+fn write_all(file: &File, buf: &[u8], path: &Path) -> io::Result<()> {
+    #[cfg(test)]
+    if let Some(error) = faults::take(path, faults::Op::Write) {
+        // A write that fails halfway, as ENOSPC does.
+        (&*file).write_all(&buf[..buf.len() / 2])?;
+        return Err(error);
+    }
+    let _ = path;
+    (&*file).write_all(buf)
+}
+
+/// fdatasync (`all`: fsync, for a new file whose size and name must be durable too).
+fn sync_file(file: &File, path: &Path, all: bool) -> io::Result<()> {
+    #[cfg(test)]
+    if let Some(error) = faults::take(path, faults::Op::Sync) {
+        return Err(error);
+    }
+    let _ = path;
+    if all {
+        file.sync_all()
+    } else {
+        file.sync_data()
+    }
+}
+
+fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    #[cfg(test)]
+    if let Some(error) = faults::take(to, faults::Op::Rename) {
+        return Err(error);
+    }
+    fs::rename(from, to)
+}
+
+/// Failures that tests inject into the log's writes, fsyncs and renames, by path prefix (a
+/// log's temporary files start with its path), so that concurrent tests do not meet.
+#[cfg(test)]
+pub(crate) mod faults {
+    use std::io;
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Op {
+        Write,
+        Sync,
+        Rename,
+    }
+
+    struct Fault {
+        prefix: PathBuf,
+        op: Op,
+        times: u32,
+        errno: i32,
+    }
+
+    static PLAN: Mutex<Vec<Fault>> = Mutex::new(Vec::new());
+
+    /// The next `times` `op`s on files whose path starts with `prefix` fail with `errno`.
+    pub fn inject(prefix: &Path, op: Op, times: u32, errno: i32) {
+        let mut plan = PLAN.lock().unwrap_or_else(|e| e.into_inner());
+        plan.push(Fault {
+            prefix: prefix.to_path_buf(),
+            op,
+            times,
+            errno,
+        });
+    }
+
+    /// Forgets the faults planned under `prefix`.
+    pub fn clear(prefix: &Path) {
+        let mut plan = PLAN.lock().unwrap_or_else(|e| e.into_inner());
+        plan.retain(|f| f.prefix != prefix);
+    }
+
+    pub(super) fn take(path: &Path, op: Op) -> Option<io::Error> {
+        use std::os::unix::ffi::OsStrExt;
+        let mut plan = PLAN.lock().unwrap_or_else(|e| e.into_inner());
+        let bytes = path.as_os_str().as_bytes();
+        let fault = plan.iter_mut().find(|f| {
+            f.op == op && f.times > 0 && bytes.starts_with(f.prefix.as_os_str().as_bytes())
+        })?;
+        fault.times -= 1;
+        Some(io::Error::from_raw_os_error(fault.errno))
+    }
 }
 
 /// Exclusive advisory lock (flock) on one open file description, released on drop; it
@@ -440,6 +661,7 @@ impl Drop for Flock<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use yrs::updates::decoder::Decode;
     use yrs::{Doc, GetString, Text, Transact};
 
     /// `n` real text updates from one doc, and the text they build.
@@ -473,11 +695,8 @@ mod tests {
         (dir, path)
     }
 
-    fn rep(records: usize, torn_bytes: u64) -> LoadReport {
-        LoadReport {
-            records,
-            torn_bytes,
-        }
+    fn counts(report: &LoadReport) -> (usize, u64) {
+        (report.records, report.torn_bytes)
     }
 
     fn refs(v: &[Vec<u8>]) -> Vec<&[u8]> {
@@ -490,7 +709,7 @@ mod tests {
         let (updates, expected) = text_updates(1, 5, "hello");
         let (mut log, records, report) = FileLog::open(&path, false).unwrap();
         assert!(records.is_empty() && log.is_empty());
-        assert_eq!(report, rep(0, 0));
+        assert_eq!(counts(&report), (0, 0));
         log.append(&refs(&updates[..2])).unwrap();
         log.append(&refs(&updates[2..])).unwrap();
         log.sync().unwrap();
@@ -498,7 +717,7 @@ mod tests {
         drop(log);
         let (_, records, report) = FileLog::open(&path, false).unwrap();
         assert_eq!(records, updates);
-        assert_eq!(report, rep(5, 0));
+        assert_eq!(counts(&report), (5, 0));
         assert_eq!(apply(&records), expected);
     }
 
@@ -508,21 +727,23 @@ mod tests {
         let (_dir, path) = tmp();
         let (mut log, _, _) = FileLog::open(&path, false).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"0.0.1\x00");
-        let big = Update::new().encode_v1(); // [0, 0]: the empty update
-                                             // A bad update is refused whole, as open would cut it and all after it.
-        let err = log.append(&[&big, b"\x03\x05"]).unwrap_err();
+        let empty = Update::new().encode_v1(); // [0, 0]: the empty update
+                                               // A bad update is refused whole, as open would cut it and all after it.
+        let err = log.append(&[&empty, b"\x03\x05"]).unwrap_err();
         assert!(matches!(err, StoreError::InvalidUpdate { index: 1, .. }));
         assert_eq!(fs::read(&path).unwrap(), HEADER);
-        log.append(&[&big, &big]).unwrap();
+        log.append(&[&empty, &empty]).unwrap();
+        let crc = crate::record::crc32c(&empty).to_le_bytes();
+        let record = [&[7u8, 0, 0, crate::record::TRAILER_MAGIC][..], &crc[..]].concat();
         assert_eq!(
             fs::read(&path).unwrap(),
-            b"0.0.1\x00\x02\x00\x00\x02\x00\x00"
+            [HEADER, &record[..], &record[..]].concat()
         );
         let long = vec![7u8; 300];
         let enc = encode_records(&[&long]);
-        assert_eq!(&enc[..2], &[0xac, 0x02]); // 300 = 0x2c | 0x02 << 7
-        assert_eq!(&enc[2..], &long[..]);
-        assert_eq!(read_var_uint(&enc), Some((300, 2)));
+        assert_eq!(&enc[..2], &[0xb1, 0x02]); // 305 = 0x31 | 0x02 << 7
+        assert_eq!(&enc[2..302], &long[..]);
+        assert_eq!(crate::record::read_var_uint(&enc), Some((305, 2)));
     }
 
     #[test]
@@ -544,7 +765,7 @@ mod tests {
             log.append(&[&updates[2]]).unwrap();
             drop(log);
             let (_, records, report) = FileLog::open(&path, false).unwrap();
-            assert_eq!(report, rep(3, 0));
+            assert_eq!(counts(&report), (3, 0));
             assert_eq!(apply(&records), expected);
         }
     }
@@ -568,7 +789,7 @@ mod tests {
             fs::write(&path, &data).unwrap();
             let (_, records, report) = FileLog::open(&path, false).unwrap();
             assert_eq!(apply(&records), expected);
-            assert_eq!(report, rep(2, g.len() as u64));
+            assert_eq!(counts(&report), (2, g.len() as u64));
             assert_eq!(fs::read(&path).unwrap(), valid);
         }
     }
@@ -586,15 +807,18 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"0.0.2\x00\x02\x00\x00"); // left untouched
         fs::write(&path, b"0.0").unwrap();
         let (_, records, report) = FileLog::open(&path, false).unwrap();
-        assert_eq!(report, rep(0, 3));
+        assert_eq!(counts(&report), (0, 3));
         assert!(records.is_empty());
         assert_eq!(fs::read(&path).unwrap(), HEADER);
     }
 
     fn assert_one_record(path: &Path) {
         let data = fs::read(path).unwrap();
-        let (records, good) = parse_records(&data[HEADER.len()..]);
-        assert_eq!((records.len(), good), (1, data.len() - HEADER.len()));
+        let parsed = parse_records(&data[HEADER.len()..]);
+        assert_eq!(
+            (parsed.records.len(), parsed.good_end, parsed.checked),
+            (1, data.len() - HEADER.len(), 1)
+        );
     }
 
     #[test]
@@ -660,7 +884,7 @@ mod tests {
             .collect();
         let total: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
         let (_, records, report) = FileLog::open(&path, false).unwrap();
-        assert_eq!(report, rep(400, 0));
+        assert_eq!(counts(&report), (400, 0));
         assert_eq!(apply(&records).len(), total);
     }
 
@@ -685,7 +909,155 @@ mod tests {
             assert!(text.contains(&format!("a{i},")), "{text}");
             assert!(text.contains(&format!("b{i},")), "{text}");
         }
-        assert_eq!(varuint_len(300), 2);
-        assert_eq!(varuint_len(127), 1);
+    }
+
+    #[test]
+    fn a_write_that_fails_halfway_is_undone() {
+        let (_dir, path) = tmp();
+        let (updates, expected) = text_updates(30, 3, &"w".repeat(100));
+        let (mut log, _, _) = FileLog::open(&path, false).unwrap();
+        log.append(&[&updates[0]]).unwrap();
+        let before = fs::read(&path).unwrap();
+        faults::inject(&path, faults::Op::Write, 1, libc::ENOSPC);
+        let err = log.append(&[&updates[1]]).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC))
+        );
+        assert_eq!(fs::read(&path).unwrap(), before, "the half record was cut");
+        assert!(
+            !log.needs_rewrite(),
+            "a failed write does not taint what was written"
+        );
+        log.append(&refs(&updates[1..])).unwrap();
+        log.sync().unwrap();
+        let (_, records, report) = FileLog::open(&path, false).unwrap();
+        assert_eq!(counts(&report), (3, 0));
+        assert_eq!(apply(&records), expected);
+    }
+
+    #[test]
+    fn after_a_failed_fsync_the_log_is_rewritten_never_fsynced_again() {
+        let (_dir, path) = tmp();
+        let (updates, expected) = text_updates(31, 4, "f");
+        let (mut log, _, _) = FileLog::open(&path, false).unwrap();
+        let (mut other, _, _) = FileLog::open(&path, false).unwrap();
+        let (theirs, their_text) = text_updates(32, 1, "other");
+        log.append(&refs(&updates[..2])).unwrap();
+        other.append(&[&theirs[0]]).unwrap();
+        faults::inject(&path, faults::Op::Sync, 1, libc::EIO);
+        assert!(log.sync().is_err());
+        assert!(log.needs_rewrite());
+        // Neither another fsync nor an append is tried, even though the fault is gone.
+        assert!(matches!(log.sync(), Err(StoreError::NeedsRewrite { .. })));
+        assert!(matches!(
+            log.append(&[&updates[2]]),
+            Err(StoreError::NeedsRewrite { .. })
+        ));
+        // A rewrite whose own fsync fails leaves the old file and the need.
+        faults::inject(&path, faults::Op::Sync, 1, libc::EIO);
+        let inode = fs::metadata(&path).unwrap();
+        assert!(log
+            .rewrite(&yrs::merge_updates_v1(&updates[..3]).unwrap())
+            .is_err());
+        assert!(log.needs_rewrite());
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(fs::metadata(&path).unwrap().ino(), inode.ino());
+        // The document as held in memory: everything, the update the failed append refused too.
+        log.rewrite(&yrs::merge_updates_v1(&updates[..3]).unwrap())
+            .unwrap();
+        assert!(!log.needs_rewrite());
+        assert_one_record(&path);
+        log.append(&[&updates[3]]).unwrap();
+        log.sync().unwrap();
+        let (_, records, _) = FileLog::open(&path, false).unwrap();
+        let text = apply(&records);
+        assert!(text.contains(&expected), "{text}");
+        assert!(
+            text.contains(&their_text),
+            "another log's record is kept: {text}"
+        );
+        faults::clear(&path);
+    }
+
+    #[test]
+    fn a_failed_rename_leaves_the_old_file() {
+        let (dir, path) = tmp();
+        let (updates, expected) = text_updates(33, 3, "n");
+        let (mut log, _, _) = FileLog::open(&path, true).unwrap();
+        log.append(&refs(&updates[..2])).unwrap();
+        let before = fs::read(&path).unwrap();
+        faults::inject(&path, faults::Op::Rename, 1, libc::EIO);
+        assert!(log.append(&[&updates[2]]).is_err());
+        assert_eq!(fs::read(&path).unwrap(), before);
+        assert!(!log.needs_rewrite(), "nothing was renamed");
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "the temporary file is removed");
+        log.append(&[&updates[2]]).unwrap();
+        let (_, records, _) = FileLog::open(&path, false).unwrap();
+        assert_eq!(apply(&records), expected);
+    }
+
+    #[test]
+    fn a_hole_is_skipped_and_rewritten_away() {
+        let (_dir, path) = tmp();
+        let (updates, expected) = text_updates(34, 4, "h");
+        let torn = encode_records(&[&updates[1]]);
+        let mut data = HEADER.to_vec();
+        data.extend(encode_records(&[&updates[0]]));
+        data.extend_from_slice(&torn[..torn.len() - 3]);
+        data.extend(encode_records(&refs(&updates[2..])));
+        fs::write(&path, &data).unwrap();
+        let (_, records, report) = FileLog::open(&path, false).unwrap();
+        assert_eq!(
+            records,
+            [updates[0].clone(), updates[2].clone(), updates[3].clone()]
+        );
+        assert_eq!(report.holes, 1);
+        assert_eq!(report.torn_bytes, torn.len() as u64 - 3);
+        let mut want = HEADER.to_vec();
+        want.extend(encode_records(&[&updates[0], &updates[2], &updates[3]]));
+        assert_eq!(fs::read(&path).unwrap(), want, "rewritten without the hole");
+        let (_, again, report) = FileLog::open(&path, false).unwrap();
+        assert_eq!(
+            (&again, report.torn_bytes, report.checked),
+            (&records, 0, 3)
+        );
+        // (Updates 2 and 3 build on the torn one, so yrs keeps them pending: only h0 shows.)
+        assert_eq!(apply(&again), "h0,");
+        assert!(expected.starts_with("h0,h1,"));
+    }
+
+    #[test]
+    fn legacy_files_load_and_get_checksummed_records_appended() {
+        let (_dir, path) = tmp();
+        let (updates, expected) = text_updates(35, 4, "l");
+        let mut data = HEADER.to_vec();
+        data.extend(crate::record::encode_legacy_records(&refs(&updates[..2])));
+        fs::write(&path, &data).unwrap();
+        let (mut log, records, report) = FileLog::open(&path, false).unwrap();
+        assert_eq!(records, updates[..2]);
+        assert_eq!((report.checked, report.torn_bytes), (0, 0));
+        log.append(&[&updates[2]]).unwrap();
+        drop(log);
+        // What the original appends next has no trailer: still read.
+        let mut data = fs::read(&path).unwrap();
+        data.extend(crate::record::encode_legacy_records(&[&updates[3]]));
+        fs::write(&path, &data).unwrap();
+        let (_, records, report) = FileLog::open(&path, false).unwrap();
+        assert_eq!(
+            (report.records, report.checked, report.torn_bytes),
+            (4, 1, 0)
+        );
+        assert_eq!(apply(&records), expected);
+    }
+
+    #[test]
+    fn a_log_opened_while_another_replaces_the_file_reads_the_new_one() {
+        let (_dir, path) = tmp();
+        let (updates, expected) = text_updates(36, 3, "o");
+        let (mut squashing, _, _) = FileLog::open(&path, true).unwrap();
+        squashing.append(&refs(&updates)).unwrap();
+        let (_, records, _) = FileLog::open(&path, false).unwrap();
+        assert_eq!(apply(&records), expected);
     }
 }

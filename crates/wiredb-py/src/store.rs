@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use wiredb_core::persist::{self, Phase, RoomStore, StoreConfig, StoreStatus};
+use wiredb_core::persist::{self, FsyncPolicy, Phase, RoomStore, StoreConfig, StoreStatus};
 use wiredb_core::store::FILE_VERSION;
 use wiredb_core::wake::{EventFd, Waker};
 
@@ -24,24 +24,32 @@ impl FileStore {
     /// Starts persisting `room` to `path`: the file is loaded into the room, then every update
     /// the room applies is appended. Returns at once; `poll()` tells when it is open.
     #[new]
-    #[pyo3(signature = (room, path, write_delay = 0.0, squash = false, create_dirs = false))]
+    #[pyo3(signature = (room, path, write_delay = 0.0, squash = false, create_dirs = false, fsync = "flush"))]
     fn new(
         room: &RoomCore,
         path: std::path::PathBuf,
         write_delay: f64,
         squash: bool,
         create_dirs: bool,
+        fsync: &str,
     ) -> PyResult<Self> {
         if !(write_delay >= 0.0 && write_delay.is_finite()) {
             return Err(pyo3::exceptions::PyValueError::new_err(format!(
                 "write_delay must be a finite number of seconds >= 0, not {write_delay}"
             )));
         }
+        let fsync = FsyncPolicy::parse(fsync).ok_or_else(|| {
+            pyo3::exceptions::PyValueError::new_err(format!(
+                "fsync must be one of {:?}, not {fsync:?}",
+                FsyncPolicy::NAMES
+            ))
+        })?;
         let fd = Arc::new(EventFd::new().map_err(errors::io_error)?);
         let config = StoreConfig {
             write_delay: Duration::from_secs_f64(write_delay),
             squash,
             create_dirs,
+            fsync,
             ..StoreConfig::default()
         };
         let store = RoomStore::attach(room.core.clone(), path, config, Some(Waker::Fd(fd.clone())));
@@ -59,6 +67,12 @@ impl FileStore {
         self.store.path().to_path_buf()
     }
 
+    /// The fsync policy: "none", "flush" or "always".
+    #[getter]
+    fn fsync(&self) -> &'static str {
+        self.store.config().fsync.name()
+    }
+
     /// The file format version this store reads and writes.
     #[classattr]
     fn version() -> &'static str {
@@ -71,14 +85,16 @@ impl FileStore {
         StoreState(self.store.status())
     }
 
-    /// Asks for everything the room applied so far to be written at once; returns the ticket
-    /// that `StoreState.flushed` reaches when it is.
-    fn flush(&self) -> u64 {
-        self.store.flush()
+    /// Asks for everything the room applied so far to be written at once, and with `durable`
+    /// made durable under the fsync policy; returns the ticket that `StoreState.written` (and
+    /// `durable`) reaches when it is, or `StoreState.failed` if the attempt failed.
+    #[pyo3(signature = (durable = false))]
+    fn flush(&self, durable: bool) -> u64 {
+        self.store.flush(durable)
     }
 
-    /// Stops taking updates; what is pending is written and fsynced, then the state is
-    /// "closed". Never waits.
+    /// Stops taking updates; what is pending is written (and fsynced unless the policy is
+    /// "none"), then the state is "closed". Never waits.
     fn close(&self) {
         self.store.close();
     }
@@ -114,22 +130,59 @@ impl StoreState {
         self.0.report.records
     }
 
-    /// Bytes of a torn or undecodable tail cut off the file when it was opened.
+    /// Bytes of a torn or garbage tail cut off the file when it was opened (and of holes
+    /// skipped between good records).
     #[getter]
     fn torn_bytes(&self) -> u64 {
         self.0.report.torn_bytes
     }
 
-    /// Every flush ticket up to this one is written.
+    /// Records found with a valid checksum (the others are legacy records, without one).
     #[getter]
-    fn flushed(&self) -> u64 {
-        self.0.flushed
+    fn checked(&self) -> usize {
+        self.0.report.checked
+    }
+
+    /// Holes found between good records (skipped, and the file rewritten without them).
+    #[getter]
+    fn holes(&self) -> usize {
+        self.0.report.holes
+    }
+
+    /// Every flush ticket up to this one is written (its `write(2)` returned).
+    #[getter]
+    fn written(&self) -> u64 {
+        self.0.written
+    }
+
+    /// Every flush ticket up to this one is durable under the fsync policy.
+    #[getter]
+    fn durable(&self) -> u64 {
+        self.0.durable
+    }
+
+    /// The last ticket whose write, fsync or rewrite failed (the store retries).
+    #[getter]
+    fn failed(&self) -> u64 {
+        self.0.failed
     }
 
     /// Writes done so far.
     #[getter]
     fn writes(&self) -> u64 {
         self.0.writes
+    }
+
+    /// fsyncs of appended records done so far.
+    #[getter]
+    fn syncs(&self) -> u64 {
+        self.0.syncs
+    }
+
+    /// Rewrites of the whole file done after a failed fsync.
+    #[getter]
+    fn rewrites(&self) -> u64 {
+        self.0.rewrites
     }
 
     /// Why opening failed or the last write failed, if it did.
