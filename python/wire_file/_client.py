@@ -78,9 +78,11 @@ class AsyncFileClient(AsyncClientMixin):
 
     Differences with wire-file 0.7.1, all of them fixes: a change made within `write_delay` of
     leaving is written (not lost); `write_delay` batches changes for at most that long after the
-    first one (a steady stream of changes is still written); a torn last record (a crash while
-    writing) is cut off with a warning instead of making the file unreadable; a squash replaces
-    the file atomically; clients of the same file never interleave half records.
+    first one (a steady stream of changes is still written); each record carries a checksum
+    (inside its buffer, where the original ignores it), so a torn or garbage tail is found
+    exactly and cut off with a warning instead of making the file unreadable; a squash replaces
+    the file atomically; clients of the same file never interleave half records; a failed write
+    or fsync is never acknowledged (`flush()` raises, the client keeps the changes and retries).
     """
 
     def __init__(
