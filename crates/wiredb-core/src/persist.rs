@@ -612,18 +612,21 @@ async fn write_until_closed(
             Err(error) => {
                 failures += 1;
                 progress.failed = asked;
-                if let Job::Append { mut updates, .. } = job {
-                    if wrote {
-                        // Only their fsync failed: the rewrite that must come next writes the
-                        // whole document. Under `always`, written means fsynced.
+                match job {
+                    Job::Append { mut updates, .. } if !wrote => {
+                        updates.append(&mut pending);
+                        pending = updates;
+                    }
+                    Job::Append { .. } | Job::Sync => {
+                        // Only the fsync failed: the records are in the file, and the rewrite
+                        // that must come next writes the whole document. Under `always`,
+                        // written means fsynced.
                         progress.dirty = true;
                         if policy != FsyncPolicy::Always {
                             progress.written = asked;
                         }
-                    } else {
-                        updates.append(&mut pending);
-                        pending = updates;
                     }
+                    Job::Rewrite => {}
                 }
                 let what = if log.needs_rewrite() {
                     "rewriting the file failed: will retry"
@@ -1079,9 +1082,20 @@ mod tests {
     }
 
     fn store_with(path: &Path, fsync: FsyncPolicy) -> (Arc<RoomCore>, RoomStore, MemberId) {
+        store_with_delay(path, fsync, Duration::ZERO)
+    }
+
+    /// With a long `write_delay`, nothing is written until a flush asks: a test's fault hits
+    /// the write it means, not one the writer started on its own.
+    fn store_with_delay(
+        path: &Path,
+        fsync: FsyncPolicy,
+        write_delay: Duration,
+    ) -> (Arc<RoomCore>, RoomStore, MemberId) {
         let core = RoomCore::new("r", RoomLimits::default());
         let config = StoreConfig {
             fsync,
+            write_delay,
             ..StoreConfig::default()
         };
         let store = RoomStore::attach(core.clone(), path, config, None);
@@ -1221,7 +1235,8 @@ mod tests {
     fn under_always_nothing_is_reported_written_before_its_fsync() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r_updates.y");
-        let (core, store, member) = store_with(&path, FsyncPolicy::Always);
+        let (core, store, member) =
+            store_with_delay(&path, FsyncPolicy::Always, Duration::from_secs(3600));
         crate::store::faults::inject(&path, crate::store::faults::Op::Sync, 3, libc::EIO);
         core.handle(member, Message::Update(edits(12, &["x"])[0].clone()))
             .unwrap();
@@ -1245,7 +1260,8 @@ mod tests {
     fn a_failed_write_is_retried_without_a_torn_record() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r_updates.y");
-        let (core, store, member) = store_with(&path, FsyncPolicy::None);
+        let (core, store, member) =
+            store_with_delay(&path, FsyncPolicy::None, Duration::from_secs(3600));
         let updates = edits(13, &["a", "b"]);
         core.handle(member, Message::Update(updates[0].clone()))
             .unwrap();
