@@ -76,9 +76,7 @@ async def main(args: argparse.Namespace) -> None:
                 wall = statistics.median(r[0] for r in runs) / args.updates * 1e6
                 cpu = statistics.median(r[1] for r in runs) / args.updates * 1e6
                 syncs, writes = runs[-1][2]
-                print(
-                    f"{pattern:<7} {fsync:<7} {wall:>15.1f} {cpu:>14.1f} {syncs:>7} {writes:>7}"
-                )
+                print(f"{pattern:<7} {fsync:<7} {wall:>15.1f} {cpu:>14.1f} {syncs:>7} {writes:>7}")
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 

@@ -6,6 +6,7 @@ Use `scripts/bench.sh`, which builds and installs what this needs first. Standar
 
     python3 bench/run.py                      # everything (a few minutes)
     python3 bench/run.py --servers wiredb,node --workloads w1,w5
+    python3 bench/run.py --servers wiredb --workloads w1,guard-cost
     python3 bench/run.py --smoke --python .venv/bin/python --loadgen target/debug/wiredb-loadgen
 """
 
@@ -280,7 +281,35 @@ def targets(results: dict[str, dict[str, Any]]) -> list[tuple[str, bool | None, 
         check(
             "room with Room.doc in use, CPU/delivery vs original", ours, None, f"{orig / ours:.1f}x"
         )
+    typing = get(results.get("guard-cost", {}).get("wiredb"), "typing.guard_ns")
+    cpu = v("w1", "wiredb", "server_cpu_s")
+    edits = v("w1", "wiredb", "edits")
+    if typing is not None and cpu is not None and edits:
+        per_update_ns = cpu * 1e9 / edits
+        check(
+            "guard < 20% of a plain update's server CPU (w1, per update received)",
+            typing,
+            typing < 0.2 * per_update_ns,
+            f"{typing:.0f} ns of {per_update_ns:,.0f} ns = {typing / per_update_ns:.1%}",
+        )
     return checks
+
+
+def guard_table(results: dict[str, dict[str, Any]]) -> str:
+    """The guard's cost per update, in process: beside bare yrs (decode, apply, commit) and
+    beside all the room does for an update short of the socket (see guard_cost.rs)."""
+    report = results["guard-cost"]["wiredb"]
+    if not report.get("ok"):
+        return f"guard cost: failed: {report.get('error')}"
+    lines = ["corpus (mean bytes)   bare yrs   guarded    room       guard   vs bare  vs room"]
+    for corpus in ("typing", "paste-4k", "structured"):
+        r = report[corpus]
+        lines.append(
+            f"{corpus + ' (' + str(r['mean_update_bytes']) + ')':<21} "
+            f"{r['bare_ns']:>7,.0f} ns {r['guarded_ns']:>7,.0f} ns {r['room_ns']:>7,.0f} ns "
+            f"{r['guard_ns']:>5,.0f} ns {r['guard_vs_bare']:>7.0%} {r['guard_vs_room']:>7.0%}"
+        )
+    return "\n".join(lines)
 
 
 def table(results: dict[str, dict[str, Any]], names: list[str]) -> str:
@@ -333,7 +362,10 @@ def main() -> int:
     parser.add_argument("--python", default=str(OUT / "venv-wiredb" / "bin" / "python"))
     parser.add_argument("--loadgen", default=str(ROOT / "target" / "release" / "wiredb-loadgen"))
     parser.add_argument("--servers", default=",".join(["wiredb", *PEERS]))
-    parser.add_argument("--workloads", default=",".join([*WORKLOADS, "client-burst", "room-doc"]))
+    parser.add_argument(
+        "--workloads",
+        default=",".join([*WORKLOADS, "client-burst", "room-doc", "guard-cost"]),
+    )
     parser.add_argument("--out", default=str(OUT / "results.json"))
     args = parser.parse_args()
     logs = OUT / "logs"
@@ -381,11 +413,20 @@ def main() -> int:
                     file=sys.stderr,
                 )
 
+    if "guard-cost" in chosen and "wiredb" in names:
+        # In process, no server: the core the servers had is free now.
+        report = run_loadgen(args.loadgen, ["guard-cost"], 300)[0]
+        results["guard-cost"] = {"wiredb": report}
+        print(f"[{time.monotonic() - started:6.1f}s] guard-cost: done", file=sys.stderr)
+
     checks = targets(results)
     print(table(results, names))
+    if "guard-cost" in results:
+        print()
+        print(guard_table(results))
     print()
-    for label, ok, detail in checks:
-        mark = "n/a " if ok is None else ("met " if ok else "MISS")
+    for label, met, detail in checks:
+        mark = "n/a " if met is None else ("met " if met else "MISS")
         print(f"{mark} {label}: {detail}")
     document = {
         "machine": {

@@ -31,8 +31,8 @@ maturin build --release --out dist
 python -m pip install -q --force-reinstall "$(ls dist/wiredb-*.whl)[test]"
 
 echo "== ruff / mypy"
-ruff check python tests
-ruff format --check python tests
+ruff check python tests bench
+ruff format --check python tests bench
 mypy
 python -m mypy.stubtest wiredb._wiredb
 

@@ -7,9 +7,11 @@
 //! wiredb-loadgen --url ws://127.0.0.1:8000 --server-pid 1234 w1
 //! wiredb-loadgen --url ws://127.0.0.1:8000 smoke
 //! wiredb-loadgen burst-server --port 0 --updates 10000
+//! wiredb-loadgen guard-cost
 //! ```
 
 mod burst;
+mod guard_cost;
 mod procstat;
 mod sim;
 mod workloads;
@@ -25,6 +27,7 @@ const USAGE: &str = "usage: wiredb-loadgen [--url ws://HOST:PORT] [--server-pid 
                       [--rooms N] [--clients N] [--edits N] [--window N] [--duration-ms N]
                       [--doc-kib N] [--defer | --no-defer] WORKLOAD...
        wiredb-loadgen burst-server [--port P] [--updates N]
+       wiredb-loadgen guard-cost [--duration-ms N]   (in process: the guard's cost per update)
 
 workloads (defaults in brackets):
   w1     one room, [10] clients, [200] edits each, [1] edit in flight per client
@@ -221,6 +224,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if options.workloads[0] == "guard-cost" {
+        let budget = Duration::from_millis(options.duration_ms.unwrap_or(3000));
+        let mut report = guard_cost::run(budget);
+        if let Value::Object(map) = &mut report {
+            map.insert("workload".into(), json!("guard-cost"));
+            map.insert("ok".into(), json!(true));
+        }
+        println!("{report}");
+        return ExitCode::SUCCESS;
+    }
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
         if options.workloads[0] == "burst-server" {

@@ -76,23 +76,21 @@ pub fn decode_update(bytes: &[u8], limits: &GuardLimits) -> Result<Update, Guard
 
 /// Decodes and applies a v1 update to a document, in a transaction of its own: yrs can panic
 /// while applying and again while committing (when the transaction is dropped), so both happen
-/// under `catch_unwind`.
-pub fn apply_update(doc: &Doc, bytes: &[u8], limits: &GuardLimits) -> Result<(), GuardError> {
+/// under `catch_unwind`. Returns whether the document now holds pending content (content
+/// waiting for missing predecessors), read in the same transaction.
+pub fn apply_update(doc: &Doc, bytes: &[u8], limits: &GuardLimits) -> Result<bool, GuardError> {
     let update = decode_update(bytes, limits)?;
     catch_unwind(AssertUnwindSafe(|| {
         let mut txn = doc.transact_mut();
-        let applied = catch_unwind(AssertUnwindSafe(|| txn.apply_update(update)));
+        let applied = catch_unwind(AssertUnwindSafe(|| {
+            txn.apply_update(update).map(|()| txn.has_missing_updates())
+        }));
         drop(txn);
         applied
     }))
     .map_err(|_| GuardError::Panicked("committing an update"))?
     .map_err(|_| GuardError::Panicked("applying an update"))?
     .map_err(|e| GuardError::BadUpdate(e.to_string()))
-}
-
-/// Whether the document holds content waiting for missing predecessors.
-pub fn has_pending(doc: &Doc) -> bool {
-    doc.transact().has_missing_updates()
 }
 
 /// The integrated content of the document that a peer at `sv` lacks (pending content left

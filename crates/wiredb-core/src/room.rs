@@ -369,17 +369,22 @@ impl RoomCore {
         }
         // Whatever happens below may change the document.
         state.whole_step2 = None;
-        let pending_before = guard::has_pending(&state.doc);
-        let sv_before = state.doc.transact().state_vector();
-        if let Err(error) = guard::apply_update(&state.doc, update, &limits.guard) {
-            if matches!(error, GuardError::Panicked(_)) {
-                tracing::warn!(room = %self.id, "an update broke the document; rebuilding it");
-                state.doc = guard::rebuild(&state.doc, None, &limits.guard);
+        let (pending_before, sv_before) = {
+            let txn = state.doc.transact();
+            (txn.has_missing_updates(), txn.state_vector())
+        };
+        let pending_after = match guard::apply_update(&state.doc, update, &limits.guard) {
+            Ok(pending) => pending,
+            Err(error) => {
+                if matches!(error, GuardError::Panicked(_)) {
+                    tracing::warn!(room = %self.id, "an update broke the document; rebuilding it");
+                    state.doc = guard::rebuild(&state.doc, None, &limits.guard);
+                }
+                return Err(error.into());
             }
-            return Err(error.into());
-        }
+        };
         state.document_bytes += update.len();
-        if !pending_before && !guard::has_pending(&state.doc) {
+        if !pending_before && !pending_after {
             return Ok(update.clone());
         }
         Ok(state.encode(&self.id, &sv_before).into())
