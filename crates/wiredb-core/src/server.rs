@@ -37,9 +37,9 @@ use crate::auth::{
     leading_token, AuthConfig, Decision, PendingFrames, Request as JoinRequest, CLOSE_POLICY,
     CLOSE_TRY_AGAIN, CLOSE_UNAUTHORIZED, TOKEN_PARAM,
 };
-use crate::connections::Connections;
+use crate::connections::{Connections, Registration};
 use crate::queue::{CloseReason, FrameQueue, QueueLimits};
-use crate::registry::Registry;
+use crate::registry::{Lease, Registry};
 use crate::room::{Access, RoomCore, RoomError, RoomLimits};
 use crate::token::unix_now;
 use crate::wake::Waker;
@@ -239,6 +239,45 @@ async fn handle_connection(
     shared: Shared,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // A task is as large as its largest phase for as long as it lives, and an idle connection
+    // lives in the last one: everything before it is boxed and freed once done (w4: about
+    // 1 KiB less per connection).
+    let opened = Box::pin(open_connection(stream, peer, &shared, &mut shutdown)).await;
+    let Some(Opened {
+        ws,
+        member,
+        _registration,
+        lease,
+    }) = opened
+    else {
+        return;
+    };
+    serve_member(
+        ws,
+        member,
+        &shared.connections,
+        &shared.config,
+        &mut shutdown,
+    )
+    .await;
+    drop(lease);
+}
+
+/// A connection let into its room, and what must live as long as it is served.
+struct Opened {
+    ws: WebSocketStream<TcpStream>,
+    member: Member,
+    _registration: Registration,
+    lease: Lease,
+}
+
+/// The handshake, the admission (token, hook) and the room's opening; `None` once refused.
+async fn open_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Opened> {
     let Shared {
         registry,
         config,
@@ -286,14 +325,14 @@ async fn handle_connection(
         Ok(Ok(ws)) => ws,
         Ok(Err(error)) => {
             tracing::debug!(%peer, %error, "handshake failed");
-            return;
+            return None;
         }
         Err(_) => {
             tracing::debug!(%peer, "handshake timed out");
-            return;
+            return None;
         }
     };
-    let Some(seen) = seen else { return };
+    let seen = seen?;
     let request = Arc::new(JoinRequest {
         id: connections.next_id(),
         path: seen.path,
@@ -314,7 +353,7 @@ async fn handle_connection(
         Err(reason) => {
             tracing::debug!(room = %room_id, %peer, code = reason.code, reason = %reason.reason, "refused");
             close_socket(ws, &reason).await;
-            return;
+            return None;
         }
     };
     connections.admit(request.id, access, identity);
@@ -323,7 +362,7 @@ async fn handle_connection(
         acquired = tokio::time::timeout(config.open_timeout, registry.acquire(&room_id)) => acquired,
         _ = shutdown.changed() => {
             close_socket(ws, &CloseReason::new(1001, "server shutting down")).await;
-            return;
+            return None;
         }
     };
     let lease = match acquired {
@@ -331,12 +370,12 @@ async fn handle_connection(
         Ok(Err(error)) => {
             tracing::warn!(room = %room_id, %peer, %error, "join refused");
             close_socket(ws, &CloseReason::new(1011, "room could not be opened")).await;
-            return;
+            return None;
         }
         Err(_) => {
             tracing::warn!(room = %room_id, %peer, "room took too long to open");
             close_socket(ws, &CloseReason::new(1013, "room not ready")).await;
-            return;
+            return None;
         }
     };
     let core = lease.core().clone();
@@ -346,8 +385,12 @@ async fn handle_connection(
         core,
         pending,
     };
-    serve_member(ws, member, &connections, &config, &mut shutdown).await;
-    drop(lease);
+    Some(Opened {
+        ws,
+        member,
+        _registration,
+        lease,
+    })
 }
 
 /// How long a refused connection has to answer its close frame.
