@@ -108,7 +108,10 @@ class Room(AsyncContextManagerMixin):
                 self._task_group = task_group
                 if self._mirror is not None:
                     task_group.start_soon(self._pump_mirror, self._mirror)
-                await task_group.start(self.run)
+                if type(self).run is not _waiting_run:
+                    # The base `run()` only waits to be cancelled: no task for that (a task
+                    # is about 6 KiB a room: w4, 1000 rooms).
+                    await task_group.start(self.run)
                 try:
                     yield self
                 finally:
@@ -175,6 +178,10 @@ class Room(AsyncContextManagerMixin):
         """
         task_status.started()
         await sleep_forever()
+
+
+# `Room.run` as defined above (not as patched later): a room that keeps it needs no task.
+_waiting_run = Room.run
 
 
 async def join_room(registry: RoomRegistry, id: str) -> Endpoint:
