@@ -51,6 +51,7 @@ class AsyncWebSocketServer(AsyncServer):
         max_connections: int = 10_000,
         ping_interval: float = 30.0,
         idle_timeout: float = 90.0,
+        write_timeout: float = 30.0,
         max_document_bytes: int = 256 << 20,
         max_awareness_state_bytes: int = 64 << 10,
         max_awareness_per_second: int = 60,
@@ -70,6 +71,8 @@ class AsyncWebSocketServer(AsyncServer):
             max_connections: Connections served at once; more wait to be accepted.
             ping_interval: Seconds between keepalive pings.
             idle_timeout: A connection silent (not even a pong) this long is closed.
+            write_timeout: A connection that does not take what it is sent for this long (it
+                stopped reading) is closed.
             max_document_bytes: A room's quota, counted as the bytes of the updates it
                 accepted; an update beyond it closes its sender with 1009.
             max_awareness_state_bytes: Larger awareness states are not relayed.
@@ -108,6 +111,7 @@ class AsyncWebSocketServer(AsyncServer):
                 max_connections=max_connections,
                 ping_interval=ping_interval,
                 idle_timeout=idle_timeout,
+                write_timeout=write_timeout,
                 authorize=authorize is not None,
                 token_secret=secret,
                 allowed_origins=origins,

@@ -171,6 +171,7 @@ class WebSocketServer:
         max_connections: int = ...,
         ping_interval: float = ...,
         idle_timeout: float = ...,
+        write_timeout: float = ...,
         authorize: bool = False,
         token_secret: bytes | None = None,
         allowed_origins: list[str] | None = None,

@@ -64,6 +64,9 @@ pub struct ServerConfig {
     pub ping_interval: Duration,
     /// A connection that sends nothing (not even a pong) for this long is closed.
     pub idle_timeout: Duration,
+    /// A batch of frames the peer does not take in this long closes it: a peer that stops
+    /// reading (while it may still send) would otherwise hold its buffers and a slot forever.
+    pub write_timeout: Duration,
     /// Limits of each room of the server.
     pub room: RoomLimits,
     /// Who may connect.
@@ -83,6 +86,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             ping_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(90),
+            write_timeout: Duration::from_secs(30),
             room: RoomLimits::default(),
             auth: AuthConfig::default(),
             close_grace: Duration::from_secs(2),
@@ -540,11 +544,17 @@ async fn serve_member(
         Err(reason) => {
             // Closed while its room opened: the close frame goes out through the writer.
             queue.close(reason);
-            let _ = write_loop(sink, queue, core, notify).await;
+            let _ = write_loop(sink, queue, core, notify, config.write_timeout).await;
             return;
         }
     };
-    let mut writer = tokio::spawn(write_loop(sink, queue.clone(), core.clone(), notify));
+    let mut writer = tokio::spawn(write_loop(
+        sink,
+        queue.clone(),
+        core.clone(),
+        notify,
+        config.write_timeout,
+    ));
     let mut writer_done = false;
 
     let mut ping = tokio::time::interval(config.ping_interval);
@@ -639,6 +649,7 @@ async fn write_loop<S>(
     queue: Arc<FrameQueue>,
     core: Arc<RoomCore>,
     notify: Arc<Notify>,
+    write_timeout: Duration,
 ) where
     S: futures_util::Sink<WsMessage, Error = WsError> + Unpin,
 {
@@ -649,34 +660,39 @@ async fn write_loop<S>(
         } else {
             drained.frames
         };
-        if drained.ping
-            && sink
-                .feed(WsMessage::Ping(Default::default()))
-                .await
-                .is_err()
-        {
-            queue.close(CloseReason::new(1006, ""));
-            return;
-        }
         let sent_any = !frames.is_empty() || drained.ping;
-        for frame in frames {
-            if sink.feed(WsMessage::Binary(frame)).await.is_err() {
+        let batch = async {
+            if drained.ping {
+                sink.feed(WsMessage::Ping(Default::default())).await?;
+            }
+            for frame in frames {
+                sink.feed(WsMessage::Binary(frame)).await?;
+            }
+            if sent_any {
+                sink.flush().await?;
+            }
+            Ok::<(), WsError>(())
+        };
+        match tokio::time::timeout(write_timeout, batch).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                queue.close(CloseReason::new(1006, ""));
+                return;
+            }
+            Err(_) => {
+                // Not reading: no close frame could get through either.
+                tracing::warn!(room = %core.id(), "peer stopped reading: closing connection");
                 queue.close(CloseReason::new(1006, ""));
                 return;
             }
         }
-        if sent_any && sink.flush().await.is_err() {
-            queue.close(CloseReason::new(1006, ""));
-            return;
-        }
         if let Some(reason) = drained.closed {
             // 1006 means the socket is gone: there is nobody to send a close frame to.
             if reason.code != 1006 {
-                let _ = sink
-                    .send(WsMessage::Close(Some(close_frame(&reason))))
-                    .await;
+                let close = sink.send(WsMessage::Close(Some(close_frame(&reason))));
+                let _ = tokio::time::timeout(write_timeout, close).await;
             }
-            let _ = sink.close().await;
+            let _ = tokio::time::timeout(write_timeout, sink.close()).await;
             return;
         }
         if !sent_any {
@@ -934,6 +950,48 @@ mod tests {
             yrs::GetString::get_string(&text, &yrs::Transact::transact(&doc)).len(),
             90
         );
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_stops_reading_is_closed_and_the_others_go_on() {
+        let registry = Registry::new(None, RoomLimits::default());
+        let config = ServerConfig {
+            write_timeout: Duration::from_millis(300),
+            close_grace: Duration::from_millis(100),
+            ..ServerConfig::default()
+        };
+        let server = Server::bind_with("127.0.0.1:0", registry.clone(), config, Connections::new())
+            .await
+            .unwrap();
+        // Never read from after its first messages.
+        let mut stalled = connect(&server, "/r").await;
+        first_messages(&mut stalled).await;
+        let mut writer = connect(&server, "/r").await;
+        first_messages(&mut writer).await;
+        let core = registry_core(&registry, "r").await;
+        assert_eq!(core.peer_count(), 2);
+        // Updates until the stalled peer's socket buffers are full and the server gives up on
+        // it: a few dozen fill them; 400 (100 MiB) would mean it never did.
+        let chunk = "x".repeat(256 << 10);
+        let mut sent = 0;
+        while core.peer_count() == 2 {
+            assert!(sent < 400, "the stalled peer was never closed");
+            let frame = Message::Update(edit(&chunk)).encode();
+            writer.send(WsMessage::Binary(frame)).await.unwrap();
+            sent += 1;
+        }
+        // The writer is still served, and a new joiner syncs.
+        writer
+            .send(WsMessage::Binary(Message::Update(edit("after")).encode()))
+            .await
+            .unwrap();
+        let mut joiner = connect(&server, "/r").await;
+        assert!(matches!(
+            first_messages(&mut joiner).await.first(),
+            Some(Message::SyncStep1(_))
+        ));
+        drop(stalled);
+        server.shutdown().await;
     }
 
     async fn registry_core(registry: &Arc<Registry>, id: &str) -> Arc<RoomCore> {

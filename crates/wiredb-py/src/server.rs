@@ -102,6 +102,7 @@ impl WebSocketServer {
         max_connections = 10_000,
         ping_interval = 30.0,
         idle_timeout = 90.0,
+        write_timeout = 30.0,
         authorize = false,
         token_secret = None,
         allowed_origins = None,
@@ -116,6 +117,7 @@ impl WebSocketServer {
         max_connections: usize,
         ping_interval: f64,
         idle_timeout: f64,
+        write_timeout: f64,
         authorize: bool,
         token_secret: Option<Vec<u8>>,
         allowed_origins: Option<Vec<String>>,
@@ -148,6 +150,7 @@ impl WebSocketServer {
             max_connections: max_connections.max(1),
             ping_interval: seconds("ping_interval", ping_interval)?,
             idle_timeout: seconds("idle_timeout", idle_timeout)?,
+            write_timeout: seconds("write_timeout", write_timeout)?,
             room: rooms.registry.limits(),
             auth,
             ..ServerConfig::default()
