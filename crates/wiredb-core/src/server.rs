@@ -544,7 +544,7 @@ async fn serve_member(
         Err(reason) => {
             // Closed while its room opened: the close frame goes out through the writer.
             queue.close(reason);
-            let _ = write_loop(sink, queue, core, notify, config.write_timeout).await;
+            Box::pin(write_loop(sink, queue, core, notify, config.write_timeout)).await;
             return;
         }
     };
@@ -673,7 +673,9 @@ async fn write_loop<S>(
             }
             Ok::<(), WsError>(())
         };
-        match tokio::time::timeout(write_timeout, batch).await {
+        // Boxed: the timer and the batch's futures are only alive while it is sent, and an
+        // idle connection's writer would otherwise carry them (200 B each).
+        match Box::pin(tokio::time::timeout(write_timeout, batch)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => {
                 queue.close(CloseReason::new(1006, ""));
@@ -688,11 +690,14 @@ async fn write_loop<S>(
         }
         if let Some(reason) = drained.closed {
             // 1006 means the socket is gone: there is nobody to send a close frame to.
-            if reason.code != 1006 {
-                let close = sink.send(WsMessage::Close(Some(close_frame(&reason))));
-                let _ = tokio::time::timeout(write_timeout, close).await;
-            }
-            let _ = tokio::time::timeout(write_timeout, sink.close()).await;
+            let closing = async {
+                if reason.code != 1006 {
+                    sink.send(WsMessage::Close(Some(close_frame(&reason))))
+                        .await?;
+                }
+                sink.close().await
+            };
+            let _ = Box::pin(tokio::time::timeout(write_timeout, closing)).await;
             return;
         }
         if !sent_any {
