@@ -886,14 +886,11 @@ mod tests {
     fn write_delay_coalesces_and_close_writes_what_is_pending() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r_updates.y");
-        let core = RoomCore::new("r", RoomLimits::default());
-        let config = StoreConfig {
-            write_delay: Duration::from_secs(3600),
-            ..StoreConfig::default()
-        };
-        let store = RoomStore::attach(core.clone(), &path, config, None);
-        opened(&store);
-        let member = peer(&core);
+        let (core, store, member) = store_with_delay(
+            &path,
+            StoreConfig::default().fsync,
+            Duration::from_secs(3600),
+        );
         for update in edits(3, &["a", "b", "c", "d"]) {
             core.handle(member, Message::Update(update)).unwrap();
         }
@@ -913,14 +910,11 @@ mod tests {
     fn a_flush_does_not_wait_for_the_delay() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r_updates.y");
-        let core = RoomCore::new("r", RoomLimits::default());
-        let config = StoreConfig {
-            write_delay: Duration::from_secs(3600),
-            ..StoreConfig::default()
-        };
-        let store = RoomStore::attach(core.clone(), &path, config, None);
-        opened(&store);
-        let member = peer(&core);
+        let (core, store, member) = store_with_delay(
+            &path,
+            StoreConfig::default().fsync,
+            Duration::from_secs(3600),
+        );
         core.handle(member, Message::Update(edits(4, &["x"])[0].clone()))
             .unwrap();
         let ticket = store.flush(true);
