@@ -91,41 +91,21 @@ fn parse(args: &[String]) -> Result<Options, String> {
 
 async fn run_workload(name: &str, o: &Options, target: &Target) -> Result<Value, sim::SimError> {
     let edits = |default| Edits::Count(o.edits.unwrap_or(default));
+    // The editing workloads differ in their defaults only; options override them.
+    let editing = |rooms, clients, window, edits, defer| {
+        workloads::editing(
+            target,
+            name,
+            o.rooms.unwrap_or(rooms),
+            o.clients.unwrap_or(clients),
+            edits,
+            o.window.unwrap_or(window),
+            o.defer.unwrap_or(defer),
+        )
+    };
     match name {
-        "w1" => {
-            let (rooms, clients, window) = (
-                o.rooms.unwrap_or(1),
-                o.clients.unwrap_or(10),
-                o.window.unwrap_or(1),
-            );
-            workloads::editing(
-                target,
-                name,
-                rooms,
-                clients,
-                edits(200),
-                window,
-                o.defer.unwrap_or(false),
-            )
-            .await
-        }
-        "w2" => {
-            let (rooms, clients, window) = (
-                o.rooms.unwrap_or(50),
-                o.clients.unwrap_or(4),
-                o.window.unwrap_or(1),
-            );
-            workloads::editing(
-                target,
-                name,
-                rooms,
-                clients,
-                edits(50),
-                window,
-                o.defer.unwrap_or(false),
-            )
-            .await
-        }
+        "w1" => editing(1, 10, 1, edits(200), false).await,
+        "w2" => editing(50, 4, 1, edits(50), false).await,
         "w3" => {
             workloads::join(
                 target,
@@ -147,21 +127,7 @@ async fn run_workload(name: &str, o: &Options, target: &Target) -> Result<Value,
         "w5" => {
             let duration = Duration::from_millis(o.duration_ms.unwrap_or(3000));
             let edits = o.edits.map_or(Edits::For(duration), Edits::Count);
-            let (rooms, clients, window) = (
-                o.rooms.unwrap_or(1),
-                o.clients.unwrap_or(50),
-                o.window.unwrap_or(16),
-            );
-            workloads::editing(
-                target,
-                name,
-                rooms,
-                clients,
-                edits,
-                window,
-                o.defer.unwrap_or(true),
-            )
-            .await
+            editing(1, 50, 16, edits, true).await
         }
         other => Err(sim::SimError::Diverged(format!("unknown workload {other}"))),
     }
