@@ -55,6 +55,7 @@ class AsyncWebSocketServer(AsyncServer):
         max_document_bytes: int = 256 << 20,
         max_awareness_state_bytes: int = 64 << 10,
         max_awareness_per_second: int = 60,
+        max_waiting_bytes: int = 16 << 20,
         authorize: Authorize | None = None,
         token_secret: str | bytes | None = None,
         allowed_origins: Iterable[str] | None = None,
@@ -77,6 +78,9 @@ class AsyncWebSocketServer(AsyncServer):
                 accepted; an update beyond it closes its sender with 1009.
             max_awareness_state_bytes: Larger awareness states are not relayed.
             max_awareness_per_second: Awareness updates relayed per connection and second.
+            max_waiting_bytes: Bytes of a connection's updates that may wait for earlier edits
+                the room lacks (a client back with offline edits may send them before its
+                sync step 2); past it, it is closed with 1008.
             authorize: Decides about each connection that brings no token, before its room is
                 opened: given a `Request`, returns `Allow()`, `ReadOnly()` or `Deny(code,
                 reason)` (an async function; a plain one works too).
@@ -97,6 +101,7 @@ class AsyncWebSocketServer(AsyncServer):
             max_document_bytes=max_document_bytes,
             max_awareness_state_bytes=max_awareness_state_bytes,
             max_awareness_per_second=max_awareness_per_second,
+            max_waiting_bytes=max_waiting_bytes,
         )
         secret = token_secret.encode() if isinstance(token_secret, str) else token_secret
         origins = None if allowed_origins is None else list(allowed_origins)

@@ -125,6 +125,7 @@ class RoomRegistry:
         max_document_bytes: int = ...,
         max_awareness_state_bytes: int = ...,
         max_awareness_per_second: int = ...,
+        max_waiting_bytes: int = ...,
     ) -> RoomRegistry: ...
     @property
     def fd(self) -> int:

@@ -57,6 +57,15 @@ pub fn room(data: &[u8]) {
     let _ = room.handle(attacker, Message::Update(bytes.clone()));
     let _ = room.handle(attacker, Message::SyncStep1(bytes.clone()));
     let _ = room.handle(attacker, Message::Awareness(bytes));
+    // The frame's messages again, last first, from a second member: updates that waited for
+    // earlier ones meet them (or duplicates of them), then the first member leaves.
+    if let Ok(messages) = decode_frame(&Bytes::copy_from_slice(data)) {
+        let second = room.join(queue(), JoinKind::Peer);
+        for message in messages.into_iter().rev() {
+            let _ = room.handle(second, message);
+        }
+    }
+    room.leave(attacker);
     let joiner = queue();
     let member = room.join(joiner.clone(), JoinKind::Peer);
     room.handle(member, Message::SyncStep1(Bytes::from_static(&[0])))

@@ -17,6 +17,7 @@ use crate::awareness::{AwarenessTable, MemberId};
 use crate::guard::{self, GuardError, GuardLimits};
 use crate::protocol::{decode_frame, DecodeError, Message};
 use crate::queue::{CloseReason, FrameQueue, Pushed};
+use crate::scan::ScanReport;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RoomError {
@@ -28,6 +29,8 @@ pub enum RoomError {
     NotAMember,
     #[error("the room's document would exceed its quota of {limit} bytes")]
     Quota { limit: usize },
+    #[error("more than {limit} bytes of updates wait for edits the room does not have")]
+    TooFarAhead { limit: usize },
 }
 
 /// A room's limits, with defaults suited to collaborative editing.
@@ -41,6 +44,9 @@ pub struct RoomLimits {
     pub max_awareness_state_bytes: usize,
     /// Awareness updates accepted per member and second; the rest are dropped.
     pub max_awareness_per_second: u32,
+    /// Bytes of a member's updates that may wait for earlier edits the room lacks (a client
+    /// back with offline edits sends them before its sync step 2 catches the room up).
+    pub max_waiting_bytes: usize,
 }
 
 impl Default for RoomLimits {
@@ -50,6 +56,7 @@ impl Default for RoomLimits {
             max_document_bytes: 256 << 20,
             max_awareness_state_bytes: 64 << 10,
             max_awareness_per_second: 60,
+            max_waiting_bytes: 16 << 20,
         }
     }
 }
@@ -86,8 +93,29 @@ struct Member {
     awareness_window: (Instant, u32),
 }
 
+/// A member's update that starts beyond the document's clocks, held until the document has
+/// caught up (see `RoomCore::apply`).
+struct Waiting {
+    member: MemberId,
+    update: Bytes,
+    report: ScanReport,
+}
+
+/// What an applied update gives the members.
+enum Relay {
+    /// Nothing yet: the update waits.
+    Nothing,
+    /// The update as it came, for everyone but its sender.
+    AsSent(Bytes),
+    /// What the document integrated, re-encoded, for everyone: it can hold other members'
+    /// content that was waiting or pending, which the sender lacks too.
+    Integrated(Bytes),
+}
+
 struct RoomState {
     doc: Doc,
+    /// Updates that wait for the document to catch up, oldest first.
+    waiting: Vec<Waiting>,
     awareness: AwarenessTable,
     members: HashMap<MemberId, Member>,
     limits: RoomLimits,
@@ -131,6 +159,7 @@ impl RoomCore {
             id: id.into(),
             state: Mutex::new(RoomState {
                 doc: Doc::new(),
+                waiting: Vec::new(),
                 awareness: AwarenessTable::default(),
                 members: HashMap::new(),
                 limits,
@@ -201,9 +230,7 @@ impl RoomCore {
             return false;
         };
         entry.queue.close(reason);
-        if let Some(removal) = state.awareness.remove_member(member) {
-            broadcast_awareness(&state, Message::Awareness(removal).encode());
-        }
+        remove_member(&mut state, member);
         true
     }
 
@@ -247,9 +274,7 @@ impl RoomCore {
     pub fn leave(&self, member: MemberId) -> usize {
         let mut state = self.lock();
         state.members.remove(&member);
-        if let Some(removal) = state.awareness.remove_member(member) {
-            broadcast_awareness(&state, Message::Awareness(removal).encode());
-        }
+        remove_member(&mut state, member);
         peers(&state)
     }
 
@@ -304,9 +329,16 @@ impl RoomCore {
                 if entry.access == Access::ReadOnly {
                     return Ok(());
                 }
-                let relay = self.apply(&mut state, &update)?;
-                if relay.as_ref() != crate::protocol::EMPTY_UPDATE {
-                    broadcast(&state, member, Message::Update(relay).encode());
+                match self.apply(&mut state, member, &update)? {
+                    Relay::Nothing => {}
+                    Relay::AsSent(update) => {
+                        broadcast(&state, Some(member), Message::Update(update).encode());
+                    }
+                    Relay::Integrated(update) => {
+                        if update.as_ref() != crate::protocol::EMPTY_UPDATE {
+                            broadcast(&state, None, Message::Update(update).encode());
+                        }
+                    }
                 }
             }
             Message::Awareness(payload) => {
@@ -353,41 +385,109 @@ impl RoomCore {
         Ok(())
     }
 
-    /// Applies a peer's update through the guard and returns what to relay to the others.
+    /// Applies a member's update through the guard and returns what to relay.
     ///
     /// Content waiting for missing predecessors ("pending") is where yrs goes wrong on hostile
-    /// bytes: merging it into an encode can panic. So the room never sends pending content to
-    /// anyone: an update that integrates cleanly (nothing pending before or after) is relayed
-    /// as it came; otherwise what it integrated is re-encoded from the document. A panic while
-    /// applying rebuilds the document from its integrated content and refuses the update.
-    fn apply(&self, state: &mut RoomState, update: &Bytes) -> Result<Bytes, RoomError> {
+    /// bytes: merging it into an encode can panic, and integrating structs that start beyond
+    /// the document's clock (behind a Skip) frees blocks yrs still points to. So an update
+    /// that does not follow on from the document waits in the room, outside yrs, until the
+    /// document has caught up (a y-websocket client that reconnects with offline edits sends
+    /// one before its sync step 2), and the room never sends pending content to anyone: an
+    /// update that integrates cleanly is relayed as it came; otherwise what the document
+    /// integrated is re-encoded. A panic while applying rebuilds the document from its
+    /// integrated content and refuses the update.
+    fn apply(
+        &self,
+        state: &mut RoomState,
+        member: MemberId,
+        update: &Bytes,
+    ) -> Result<Relay, RoomError> {
         let limits = state.limits;
         if state.document_bytes + update.len() > limits.max_document_bytes {
             return Err(RoomError::Quota {
                 limit: limits.max_document_bytes,
             });
         }
-        // Whatever happens below may change the document.
-        state.whole_step2 = None;
+        let checked = guard::check_update(update, &limits.guard)?;
         let (pending_before, sv_before) = {
             let txn = state.doc.transact();
             (txn.has_missing_updates(), txn.state_vector())
         };
-        let pending_after = match guard::apply_update(&state.doc, update, &limits.guard) {
-            Ok(pending) => pending,
-            Err(error) => {
-                if matches!(error, GuardError::Panicked(_)) {
-                    tracing::warn!(room = %self.id, "an update broke the document; rebuilding it");
-                    state.doc = guard::rebuild(&state.doc, None, &limits.guard);
-                }
-                return Err(error.into());
+        if !guard::fits(&checked.report, &sv_before) {
+            let waiting: usize = state
+                .waiting
+                .iter()
+                .filter(|w| w.member == member)
+                .map(|w| w.update.len())
+                .sum();
+            if waiting + update.len() > limits.max_waiting_bytes {
+                return Err(RoomError::TooFarAhead {
+                    limit: limits.max_waiting_bytes,
+                });
             }
-        };
-        state.document_bytes += update.len();
-        if !pending_before && !pending_after {
-            return Ok(update.clone());
+            state.document_bytes += update.len();
+            state.waiting.push(Waiting {
+                member,
+                update: update.clone(),
+                report: checked.report,
+            });
+            return Ok(Relay::Nothing);
         }
-        Ok(state.encode(&self.id, &sv_before).into())
+        // Whatever happens below may change the document.
+        state.whole_step2 = None;
+        let pending_after = self.apply_checked(state, &checked)?;
+        state.document_bytes += update.len();
+        let caught_up = self.apply_waiting(state);
+        if !pending_before && !pending_after && !caught_up {
+            return Ok(Relay::AsSent(update.clone()));
+        }
+        Ok(Relay::Integrated(state.encode(&self.id, &sv_before).into()))
+    }
+
+    fn apply_checked(
+        &self,
+        state: &mut RoomState,
+        update: &guard::Checked<'_>,
+    ) -> Result<bool, GuardError> {
+        guard::apply_checked(&state.doc, update).inspect_err(|error| {
+            if matches!(error, GuardError::Panicked(_)) {
+                tracing::warn!(room = %self.id, "an update broke the document; rebuilding it");
+                state.doc = guard::rebuild(&state.doc, None, &state.limits.guard);
+            }
+        })
+    }
+
+    /// Applies the waiting updates the document has caught up with, until none fits; returns
+    /// whether any was applied.
+    fn apply_waiting(&self, state: &mut RoomState) -> bool {
+        let mut applied = false;
+        while !state.waiting.is_empty() {
+            let sv = state.doc.transact().state_vector();
+            let Some(next) = state
+                .waiting
+                .iter()
+                .position(|w| guard::fits(&w.report, &sv))
+            else {
+                break;
+            };
+            let Waiting {
+                member,
+                update,
+                report,
+            } = state.waiting.remove(next);
+            let checked = guard::Checked {
+                bytes: &update,
+                report,
+            };
+            match self.apply_checked(state, &checked) {
+                Ok(_) => applied = true,
+                Err(error) => {
+                    tracing::warn!(room = %self.id, member, %error, "a waiting update was refused");
+                    state.document_bytes -= update.len();
+                }
+            }
+        }
+        applied
     }
 
     /// What a member whose queue overflowed is sent instead of what it missed: the whole
@@ -436,6 +536,23 @@ fn peers(state: &RoomState) -> usize {
 
 /// Awareness goes to every peer, the sender included, and to no mirror: a mirror is a document
 /// (`Room.doc`, a store) that has no use for cursors, and would wake Python for each of them.
+/// What a member that is gone leaves behind: its awareness states (removed for the others)
+/// and its waiting updates (it still holds them and sends them again when it comes back).
+fn remove_member(state: &mut RoomState, member: MemberId) {
+    if let Some(removal) = state.awareness.remove_member(member) {
+        broadcast_awareness(state, Message::Awareness(removal).encode());
+    }
+    let mut dropped = 0;
+    state.waiting.retain(|w| {
+        let keep = w.member != member;
+        if !keep {
+            dropped += w.update.len();
+        }
+        keep
+    });
+    state.document_bytes -= dropped;
+}
+
 fn broadcast_awareness(state: &RoomState, frame: Bytes) {
     for (id, member) in &state.members {
         if member.kind == JoinKind::Peer && member.queue.push(frame.clone()) == Pushed::Overflowed {
@@ -447,9 +564,10 @@ fn broadcast_awareness(state: &RoomState, frame: Bytes) {
     }
 }
 
-fn broadcast(state: &RoomState, sender: MemberId, frame: Bytes) {
+/// Queues `frame` for every member but `sender`.
+fn broadcast(state: &RoomState, sender: Option<MemberId>, frame: Bytes) {
     for (id, member) in &state.members {
-        if *id != sender && member.queue.push(frame.clone()) == Pushed::Overflowed {
+        if Some(*id) != sender && member.queue.push(frame.clone()) == Pushed::Overflowed {
             tracing::debug!(
                 member = id,
                 "member queue overflowed; it will be resynchronised"
@@ -558,6 +676,91 @@ mod tests {
             text.get_string(&doc.transact()).len(),
             2,
             "the new edit is in"
+        );
+    }
+
+    /// Successive edits of one client: each update starts where the one before ended.
+    fn edits_in_turn(texts: &[&str]) -> Vec<Bytes> {
+        let doc = Doc::new();
+        let t = doc.get_or_insert_text("text");
+        texts
+            .iter()
+            .map(|text| {
+                let mut txn = doc.transact_mut();
+                let len = t.len(&txn);
+                t.insert(&mut txn, len, text);
+                txn.encode_update_v1().into()
+            })
+            .collect()
+    }
+
+    fn text_of(update: &[u8]) -> String {
+        let doc = Doc::new();
+        let text = doc.get_or_insert_text("text");
+        guard::apply_update(&doc, update, &GuardLimits::default()).unwrap();
+        let txn = doc.transact();
+        text.get_string(&txn)
+    }
+
+    #[test]
+    fn an_update_ahead_of_the_document_waits_until_it_has_caught_up() {
+        let room = RoomCore::new("r", RoomLimits::default());
+        let (qa, qb, qc) = (queue(), queue(), queue());
+        let a = room.join(qa.clone(), JoinKind::Peer);
+        let b = room.join(qb.clone(), JoinKind::Peer);
+        room.join(qc.clone(), JoinKind::Peer);
+        for q in [&qa, &qb, &qc] {
+            q.drain();
+        }
+        let updates = edits_in_turn(&["one ", "two ", "three"]);
+        // A client back with offline edits types before its sync step 2: the room lacks the
+        // first edit, so the later ones wait, and nobody is sent what they cannot integrate.
+        room.handle(a, Message::Update(updates[2].clone())).unwrap();
+        room.handle(a, Message::Update(updates[1].clone())).unwrap();
+        assert!(messages(&qb).is_empty() && messages(&qc).is_empty());
+        assert_eq!(text_of(&room.encode_state_as_update()), "");
+        // The first edit arrives (from another member, which lacks the rest too).
+        room.handle(b, Message::Update(updates[0].clone())).unwrap();
+        assert_eq!(text_of(&room.encode_state_as_update()), "one two three");
+        for q in [&qa, &qb, &qc] {
+            let got: String = messages(q)
+                .iter()
+                .map(|m| match m {
+                    Message::Update(u) => text_of(u),
+                    other => panic!("unexpected {other:?}"),
+                })
+                .collect();
+            assert_eq!(got, "one two three", "each member gets it all, once");
+        }
+    }
+
+    #[test]
+    fn waiting_updates_are_bounded_per_member_and_dropped_when_it_leaves() {
+        let updates = edits_in_turn(&["one ", "two ", "three"]);
+        let limits = RoomLimits {
+            max_waiting_bytes: updates[1].len() + updates[2].len() - 1,
+            ..RoomLimits::default()
+        };
+        let room = RoomCore::new("r", limits);
+        let (a, b) = (
+            room.join(queue(), JoinKind::Peer),
+            room.join(queue(), JoinKind::Peer),
+        );
+        room.handle(a, Message::Update(updates[1].clone())).unwrap();
+        assert!(matches!(
+            room.handle(a, Message::Update(updates[2].clone())),
+            Err(RoomError::TooFarAhead { .. })
+        ));
+        // The limit is per member: another one may still wait.
+        room.handle(b, Message::Update(updates[2].clone())).unwrap();
+        room.leave(a);
+        room.leave(b);
+        let c = room.join(queue(), JoinKind::Peer);
+        room.handle(c, Message::Update(updates[0].clone())).unwrap();
+        assert_eq!(
+            text_of(&room.encode_state_as_update()),
+            "one ",
+            "what waited for members that left is gone with them"
         );
     }
 

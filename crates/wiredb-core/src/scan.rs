@@ -2,9 +2,11 @@
 //!
 //! yrs decodes nested `Any` values recursively (10,000 nested arrays, 20 KB, overflow an 8 MiB
 //! stack and abort the process) and trusts declared counts. This scan walks the same layout
-//! iteratively, allocates nothing, and rejects what yrs would choke on: nesting deeper than a
-//! limit, counts larger than the bytes that could hold them, content kinds yrs does not know.
-//! It must never recurse and never panic.
+//! iteratively, allocates one entry per client of the update, and rejects what yrs would choke
+//! on: nesting deeper than a limit, counts larger than the bytes that could hold them, content
+//! kinds yrs does not know, client ids yrs folds together. It must never recurse and never
+//! panic. It also reports, per client, the clock a document needs to integrate the update in
+//! order (see `guard::fits`).
 
 use crate::protocol::DecodeError;
 
@@ -26,14 +28,33 @@ pub enum ScanError {
     EmptyBlock { client: u64 },
     #[error("the clocks of client {client} overflow")]
     ClockOverflow { client: u64 },
+    /// yrs keeps client ids in 53 bits (as JavaScript numbers do) and folds larger ones onto
+    /// smaller, so two clients of one update could become one.
+    #[error("client id {client} does not fit in 53 bits")]
+    ClientTooLarge { client: u64 },
 }
 
-/// What a scan measured (useful for quotas).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The largest client id yrs represents.
+pub const MAX_CLIENT_ID: u64 = (1 << 53) - 1;
+
+fn client_id(c: &mut Cursor<'_>) -> Result<u64, ScanError> {
+    let client = c.var64()?;
+    if client > MAX_CLIENT_ID {
+        return Err(ScanError::ClientTooLarge { client });
+    }
+    Ok(client)
+}
+
+/// What a scan measured (useful for quotas), and what the update needs to integrate in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScanReport {
     pub structs: u64,
     pub deletes: u64,
     pub max_depth: usize,
+    /// Per client of the update, the clock a document must have reached for the update's
+    /// structs of that client to integrate without a gap: the start of the first struct that
+    /// does not follow on from the one before it (the first struct, or one after a Skip).
+    pub needs: Vec<(u64, u32)>,
 }
 
 struct Cursor<'a> {
@@ -170,30 +191,39 @@ pub fn scan_update_v1(update: &[u8], limits: &ScanLimits) -> Result<ScanReport, 
     };
     let mut report = ScanReport::default();
     let clients = c.count(32)?;
-    let mut seen = Vec::new();
     for _ in 0..clients {
         let structs = c.count(32)?;
-        let client = c.var64()?;
-        if seen.contains(&client) {
+        let client = client_id(&mut c)?;
+        if report.needs.iter().any(|&(seen, _)| seen == client) {
             return Err(ScanError::DuplicateClient { client });
         }
-        seen.push(client);
         let mut clock = c.var32()?;
+        let mut needs = 0;
+        // Where the last struct that is not a Skip ended.
+        let mut follows_on = None;
         for _ in 0..structs {
             report.structs += 1;
-            let len = scan_struct(&mut c, limits, &mut report)?;
+            let (len, is_skip) = scan_struct(&mut c, limits, &mut report)?;
             if len == 0 {
                 return Err(ScanError::EmptyBlock { client });
+            }
+            if !is_skip && follows_on != Some(clock) {
+                needs = needs.max(clock);
             }
             clock += len;
             if clock > u64::from(u32::MAX) {
                 return Err(ScanError::ClockOverflow { client });
             }
+            if !is_skip {
+                follows_on = Some(clock);
+            }
         }
+        // Below u32::MAX: checked on every struct, and the start clock is a var32.
+        report.needs.push((client, needs as u32));
     }
     let delete_clients = c.count(32)?;
     for _ in 0..delete_clients {
-        c.var64()?; // client
+        client_id(&mut c)?;
         let ranges = c.count(32)?;
         for _ in 0..ranges {
             c.var32()?; // clock
@@ -208,30 +238,30 @@ const HAS_ORIGIN: u8 = 0b1000_0000;
 const HAS_RIGHT_ORIGIN: u8 = 0b0100_0000;
 const HAS_PARENT_SUB: u8 = 0b0010_0000;
 
-/// Scans one block; returns its length in clock ticks.
+/// Scans one block; returns its length in clock ticks and whether it is a Skip (a gap).
 fn scan_struct(
     c: &mut Cursor<'_>,
     limits: &ScanLimits,
     report: &mut ScanReport,
-) -> Result<u64, ScanError> {
+) -> Result<(u64, bool), ScanError> {
     let info = c.u8()?;
     if info == 0 || info == 10 {
         // GC and Skip: a length.
-        return Ok(c.var32()?);
+        return Ok((c.var32()?, info == 10));
     }
     if info & HAS_ORIGIN != 0 {
-        c.var64()?;
+        client_id(c)?;
         c.var32()?;
     }
     if info & HAS_RIGHT_ORIGIN != 0 {
-        c.var64()?;
+        client_id(c)?;
         c.var32()?;
     }
     if info & (HAS_ORIGIN | HAS_RIGHT_ORIGIN) == 0 {
         if c.var32()? == 1 {
             c.buf()?; // root type name
         } else {
-            c.var64()?; // parent id
+            client_id(c)?; // parent id
             c.var32()?;
         }
         if info & HAS_PARENT_SUB != 0 {
@@ -305,7 +335,7 @@ fn scan_struct(
             })
         }
     };
-    Ok(len)
+    Ok((len, false))
 }
 
 /// One `Any` value, walked with an explicit stack of "values still to read" per open container.
@@ -461,6 +491,43 @@ mod tests {
                 "{bytes:?}"
             );
         }
+    }
+
+    #[test]
+    fn needs_is_where_each_client_stops_following_on() {
+        let doc = Doc::with_client_id(7);
+        let text = doc.get_or_insert_text("t");
+        let updates: Vec<Vec<u8>> = ["ab", "cde", "f"]
+            .iter()
+            .map(|s| {
+                let mut txn = doc.transact_mut();
+                let len = text.len(&txn);
+                text.insert(&mut txn, len, s);
+                txn.encode_update_v1()
+            })
+            .collect();
+        let needs = |update: &[u8]| {
+            scan_update_v1(update, &ScanLimits::default())
+                .unwrap()
+                .needs
+        };
+        assert_eq!(needs(&updates[0]), vec![(7, 0)]);
+        assert_eq!(needs(&updates[1]), vec![(7, 2)]);
+        // Clocks 0..2 and 5..6 with a Skip between: the struct after the gap needs clock 5.
+        let merged = yrs::merge_updates_v1([&updates[0], &updates[2]]).unwrap();
+        assert_eq!(needs(&merged), vec![(7, 5)]);
+    }
+
+    #[test]
+    fn client_ids_beyond_53_bits_are_refused() {
+        // One client, one struct, client 2^53, clock 0, a GC of length 1, no deletes.
+        let update = [
+            1, 1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10, 0, 0, 1, 0,
+        ];
+        assert_eq!(
+            scan_update_v1(&update, &ScanLimits::default()),
+            Err(ScanError::ClientTooLarge { client: 1 << 53 })
+        );
     }
 
     #[test]

@@ -633,6 +633,7 @@ fn close_reason_for(error: &RoomError) -> CloseReason {
     match error {
         RoomError::Decode(_) => CloseReason::new(1002, "malformed message"),
         RoomError::Quota { .. } => CloseReason::new(1009, "document quota exceeded"),
+        RoomError::TooFarAhead { .. } => CloseReason::new(1008, "too many updates out of order"),
         _ => CloseReason::new(1007, "invalid update"),
     }
 }

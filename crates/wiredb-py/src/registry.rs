@@ -65,16 +65,19 @@ impl RoomRegistry {
         max_document_bytes = 256 << 20,
         max_awareness_state_bytes = 64 << 10,
         max_awareness_per_second = 60,
+        max_waiting_bytes = 16 << 20,
     ))]
     fn new(
         max_document_bytes: usize,
         max_awareness_state_bytes: usize,
         max_awareness_per_second: u32,
+        max_waiting_bytes: usize,
     ) -> PyResult<Self> {
         let limits = RoomLimits {
             max_document_bytes,
             max_awareness_state_bytes,
             max_awareness_per_second,
+            max_waiting_bytes,
             ..RoomLimits::default()
         };
         let events = Arc::new(Events {
