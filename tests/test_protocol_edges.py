@@ -123,6 +123,37 @@ async def test_auth_and_unknown_messages_from_a_client_are_ignored() -> None:
             await wait_until(ours.doc, lambda: str(text) == "kept")
 
 
+async def test_edits_sent_before_the_step2_that_holds_their_predecessors_are_kept() -> None:
+    # A client back with offline edits may type before its sync step 2 went out: its next
+    # updates start beyond what the room has. They wait in the room, and converge once the
+    # step 2 arrives; the connection stays open.
+    offline: Doc[Any] = Doc()
+    text = offline.get("text", type=Text)
+    text += "written offline, "
+    before = offline.get_state()
+    text += "then typed "
+    first = offline.get_update(before)
+    middle = offline.get_state()
+    text += "after reconnecting"
+    second = offline.get_update(middle)
+    async with AsyncWebSocketServer(host=HOST, port=0) as server:
+        async with AsyncWebSocketClient("r", host=HOST, port=server.port) as ours:
+
+            def raw_client() -> None:
+                with connect(f"ws://{HOST}:{server.port}/r") as ws:
+                    ws.send(update_message(second))
+                    ws.send(update_message(first))
+                    ws.send(step2_message(offline.get_update()))
+                    ws.send(create_sync_message(Doc()))
+                    # Still connected: the step 1 sent after all of it is answered.
+                    receive_until(ws, b"\x00\x01")
+
+            await to_thread.run_sync(raw_client)
+            ours_text = ours.doc.get("text", type=Text)
+            expected = str(text)
+            await wait_until(ours.doc, lambda: str(ours_text) == expected)
+
+
 async def test_a_bad_update_ends_only_its_connection_with_a_log_line_naming_the_room(
     capfd: pytest.CaptureFixture[str],
 ) -> None:

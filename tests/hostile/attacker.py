@@ -13,6 +13,7 @@ import json
 import random
 import sys
 from collections import Counter
+from pathlib import Path
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -29,6 +30,14 @@ def varuint(n: int) -> bytes:
 
 def update_frame(update: bytes) -> bytes:
     return b"\x00\x02" + varuint(len(update)) + update
+
+
+# What the fuzzer found against a room (see fuzz/regressions/room/): each sent as a frame and
+# as an update, as the fuzz target does.
+FUZZ_FOUND = [
+    path.read_bytes()
+    for path in sorted((Path(__file__).parents[2] / "fuzz/regressions/room").iterdir())
+]
 
 
 def bad_frames(rng: random.Random, max_message_bytes: int) -> list[bytes | str]:
@@ -52,6 +61,8 @@ def bad_frames(rng: random.Random, max_message_bytes: int) -> list[bytes | str]:
         b"",  # empty
         "text",  # text frame
         b"\x09\x01\x02",  # unknown type
+        *FUZZ_FOUND,
+        *(update_frame(found) for found in FUZZ_FOUND),
     ]
 
 
