@@ -23,7 +23,7 @@ for target in "${targets[@]}"; do
     fi
     for crash in fuzz/artifacts/"$target"/*; do
         [ -f "$crash" ] || continue
-        cp "$crash" "fuzz/regressions/$target/"
+        mv "$crash" "fuzz/regressions/$target/"
         echo "saved $(basename "$crash") to fuzz/regressions/$target/" >&2
     done
 done
