@@ -21,11 +21,13 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use sim::{Behaviour, EditAt};
 use workloads::{Edits, Target};
 
 const USAGE: &str = "usage: wiredb-loadgen [--url ws://HOST:PORT] [--server-pid PID] [--prefix P]
                       [--rooms N] [--clients N] [--edits N] [--window N] [--duration-ms N]
-                      [--doc-kib N] [--defer | --no-defer] WORKLOAD...
+                      [--doc-kib N] [--defer | --no-defer] [--edit-at random|end]
+                      WORKLOAD...
        wiredb-loadgen burst-server [--port P] [--updates N]
        wiredb-loadgen guard-cost [--duration-ms N]   (in process: the guard's cost per update)
 
@@ -34,8 +36,10 @@ workloads (defaults in brackets):
   w2     [50] rooms x [4] clients x [50] edits, [1] in flight
   w3     a [100] KiB document, then [50] clients join at once
   w4     [1000] idle connections over [100] rooms: server memory per connection
-  w5     saturation: one room, [50] clients, [16] edits in flight each, for [3000] ms
-  smoke  small versions of all five (convergence only)";
+  w5     saturation: one room, [50] clients typing, each at its cursor (the end of its own
+         text), [16] edits in flight each, for [3000] ms
+  w5c    w5 with conflicts: each edit at a random place among the first 64 characters
+  smoke  small versions of all of them (convergence only)";
 
 #[derive(Default)]
 struct Options {
@@ -49,6 +53,7 @@ struct Options {
     duration_ms: Option<u64>,
     doc_kib: Option<usize>,
     defer: Option<bool>,
+    edit_at: Option<EditAt>,
     port: Option<u16>,
     updates: Option<usize>,
     workloads: Vec<String>,
@@ -78,6 +83,13 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--updates" => options.updates = Some(value("--updates", args.next())?),
             "--defer" => options.defer = Some(true),
             "--no-defer" => options.defer = Some(false),
+            "--edit-at" => {
+                options.edit_at = Some(match args.next().map(String::as_str) {
+                    Some("random") => EditAt::Random,
+                    Some("end") => EditAt::End,
+                    _ => return Err("--edit-at: random or end".into()),
+                })
+            }
             "-h" | "--help" => return Err(String::new()),
             other if other.starts_with('-') => return Err(format!("unknown option {other}")),
             other => options.workloads.push(other.to_owned()),
@@ -92,7 +104,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
 async fn run_workload(name: &str, o: &Options, target: &Target) -> Result<Value, sim::SimError> {
     let edits = |default| Edits::Count(o.edits.unwrap_or(default));
     // The editing workloads differ in their defaults only; options override them.
-    let editing = |rooms, clients, window, edits, defer| {
+    let editing = |rooms, clients, window, edits, behaviour: Behaviour| {
         workloads::editing(
             target,
             name,
@@ -100,12 +112,15 @@ async fn run_workload(name: &str, o: &Options, target: &Target) -> Result<Value,
             o.clients.unwrap_or(clients),
             edits,
             o.window.unwrap_or(window),
-            o.defer.unwrap_or(defer),
+            Behaviour {
+                defer: o.defer.unwrap_or(behaviour.defer),
+                edit_at: o.edit_at.unwrap_or(behaviour.edit_at),
+            },
         )
     };
     match name {
-        "w1" => editing(1, 10, 1, edits(200), false).await,
-        "w2" => editing(50, 4, 1, edits(50), false).await,
+        "w1" => editing(1, 10, 1, edits(200), Behaviour::LIVE).await,
+        "w2" => editing(50, 4, 1, edits(50), Behaviour::LIVE).await,
         "w3" => {
             workloads::join(
                 target,
@@ -124,10 +139,19 @@ async fn run_workload(name: &str, o: &Options, target: &Target) -> Result<Value,
             )
             .await
         }
-        "w5" => {
+        "w5" | "w5c" => {
             let duration = Duration::from_millis(o.duration_ms.unwrap_or(3000));
             let edits = o.edits.map_or(Edits::For(duration), Edits::Count);
-            editing(1, 50, 16, edits, true).await
+            let edit_at = if name == "w5" {
+                EditAt::End
+            } else {
+                EditAt::Random
+            };
+            let behaviour = Behaviour {
+                defer: true,
+                edit_at,
+            };
+            editing(1, 50, 16, edits, behaviour).await
         }
         other => Err(sim::SimError::Diverged(format!("unknown workload {other}"))),
     }
@@ -138,11 +162,29 @@ async fn smoke(target: &Target) -> Vec<(String, Result<Value, sim::SimError>)> {
     vec![
         (
             "smoke-w1".into(),
-            workloads::editing(target, "smoke-w1", 1, 10, Edits::Count(20), 1, false).await,
+            workloads::editing(
+                target,
+                "smoke-w1",
+                1,
+                10,
+                Edits::Count(20),
+                1,
+                Behaviour::LIVE,
+            )
+            .await,
         ),
         (
             "smoke-w2".into(),
-            workloads::editing(target, "smoke-w2", 5, 3, Edits::Count(10), 1, false).await,
+            workloads::editing(
+                target,
+                "smoke-w2",
+                5,
+                3,
+                Edits::Count(10),
+                1,
+                Behaviour::LIVE,
+            )
+            .await,
         ),
         (
             "smoke-w3".into(),
@@ -161,7 +203,23 @@ async fn smoke(target: &Target) -> Vec<(String, Result<Value, sim::SimError>)> {
                 10,
                 Edits::For(Duration::from_millis(300)),
                 8,
-                true,
+                Behaviour {
+                    defer: true,
+                    edit_at: EditAt::End,
+                },
+            )
+            .await,
+        ),
+        (
+            "smoke-w5c".into(),
+            workloads::editing(
+                target,
+                "smoke-w5c",
+                1,
+                10,
+                Edits::For(Duration::from_millis(300)),
+                8,
+                Behaviour::DEFERRED,
             )
             .await,
         ),

@@ -150,6 +150,38 @@ pub async fn drained(ledger: &Rc<RefCell<Ledger>>, limit: Duration) -> Result<()
     })
 }
 
+/// How a simulated client edits and takes in the others' edits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Behaviour {
+    /// Apply received updates only at the end (to keep the load generator cheap under
+    /// saturation); arrivals are still timed when they come.
+    pub defer: bool,
+    pub edit_at: EditAt,
+}
+
+impl Behaviour {
+    /// Applies what it receives at once; edits at random places.
+    pub const LIVE: Behaviour = Behaviour {
+        defer: false,
+        edit_at: EditAt::Random,
+    };
+    /// Applies what it receives at the end; edits at random places.
+    pub const DEFERRED: Behaviour = Behaviour {
+        defer: true,
+        edit_at: EditAt::Random,
+    };
+}
+
+/// Where a simulated client inserts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EditAt {
+    /// A random place among the first [`EDIT_SPAN`] characters of the text it has.
+    Random,
+    /// The end of the text it has. With `defer`, that text is its own, so each edit goes right
+    /// after its previous one: a user typing at a cursor.
+    End,
+}
+
 /// One simulated client.
 pub struct SimClient {
     /// Index in the ledger; the yrs client id is `index + 1`.
@@ -158,9 +190,7 @@ pub struct SimClient {
     text: TextRef,
     /// Other members of its room: each of its edits is due to all of them.
     receivers: u32,
-    /// Apply received updates only at the end (to keep the load generator cheap under
-    /// saturation); arrivals are still timed when they come.
-    defer: bool,
+    behaviour: Behaviour,
     deferred: RefCell<Vec<Bytes>>,
     ledger: Rc<RefCell<Ledger>>,
     wake: Rc<Notify>,
@@ -183,7 +213,7 @@ impl SimClient {
         url: &str,
         receivers: u32,
         ledger: &Rc<RefCell<Ledger>>,
-        defer: bool,
+        behaviour: Behaviour,
     ) -> Result<Rc<SimClient>, SimError> {
         // tungstenite zero-fills its read buffer before every read: the default 128 KiB would
         // cost more than the frames in it.
@@ -206,7 +236,7 @@ impl SimClient {
             doc,
             text,
             receivers,
-            defer,
+            behaviour,
             deferred: RefCell::new(Vec::new()),
             ledger: ledger.clone(),
             wake,
@@ -301,7 +331,7 @@ impl SimClient {
 
     fn receive(&self, bytes: Bytes) {
         let now = Instant::now();
-        if self.defer && self.ledger.borrow().outstanding == 0 {
+        if self.behaviour.defer && self.ledger.borrow().outstanding == 0 {
             // Nothing to time (a join): keep it for later, undecoded.
             self.deferred.borrow_mut().push(bytes);
             return self.changed.notify_one();
@@ -312,7 +342,7 @@ impl SimClient {
         };
         // What the update carries, by author: ranges of clocks.
         let inserted = update.insertions(true);
-        if self.defer {
+        if self.behaviour.defer {
             self.deferred.borrow_mut().push(bytes);
         } else if let Err(error) = self.doc.transact_mut().apply_update(update) {
             return self.fail(format!("update not applied: {error}"));
@@ -380,17 +410,23 @@ impl SimClient {
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
-    /// Inserts `len` characters at a random position among the first [`EDIT_SPAN`] and
-    /// returns the v1 update. (yrs finds a position by walking the text from its start: edits
-    /// anywhere in a long text would make the load generator, not the server, the bottleneck.
-    /// Near the start, concurrent edits of different clients still interleave and conflict.)
+    /// Inserts `len` characters where its behaviour says and returns the v1 update. (Random
+    /// places are near the start: yrs finds a position by walking the text from its start, so
+    /// edits anywhere in a long text would make the load generator, not the server, the
+    /// bottleneck. Near the start, concurrent edits of different clients still interleave
+    /// and conflict.)
     pub fn local_edit(&self, len: u32) -> Vec<u8> {
         let chunk: String = (0..len)
             .map(|_| char::from(b'a' + (self.next_random() % 26) as u8))
             .collect();
         let mut txn = self.doc.transact_mut();
-        let span = self.text.len(&txn).min(EDIT_SPAN);
-        let pos = (self.next_random() % (u64::from(span) + 1)) as u32;
+        let pos = match self.behaviour.edit_at {
+            EditAt::Random => {
+                let span = self.text.len(&txn).min(EDIT_SPAN);
+                (self.next_random() % (u64::from(span) + 1)) as u32
+            }
+            EditAt::End => self.text.len(&txn),
+        };
         self.text.insert(&mut txn, pos, &chunk);
         txn.encode_update_v1()
     }

@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 use yrs::{ReadTxn, StateVector, Transact};
 
 use crate::procstat;
-use crate::sim::{check_room, drained, Ledger, SimClient, SimError};
+use crate::sim::{check_room, drained, Behaviour, Ledger, SimClient, SimError};
 
 /// Connections opened at once while setting up a workload: enough to be quick, few enough
 /// that a server with a short listen backlog is not flooded.
@@ -103,7 +103,7 @@ async fn connect_rooms(
     rooms: usize,
     per_room: usize,
     ledger: &Rc<RefCell<Ledger>>,
-    defer: bool,
+    behaviour: Behaviour,
 ) -> Result<Vec<Vec<Rc<SimClient>>>, SimError> {
     let limit = Rc::new(Semaphore::new(CONNECT_CONCURRENCY));
     let mut by_room: Vec<Vec<Rc<SimClient>>> = vec![Vec::new(); rooms];
@@ -116,7 +116,7 @@ async fn connect_rooms(
                 handles.push(tokio::task::spawn_local(async move {
                     let _permit = limit.acquire().await;
                     let receivers = per_room as u32 - 1;
-                    let client = SimClient::connect(&url, receivers, &ledger, defer).await?;
+                    let client = SimClient::connect(&url, receivers, &ledger, behaviour).await?;
                     tokio::time::timeout(DRAIN_LIMIT, client.synced())
                         .await
                         .map_err(|_| SimError::Timeout(format!("{url}: no sync step 2")))??;
@@ -168,10 +168,10 @@ pub async fn editing(
     per_room: usize,
     edits: Edits,
     window: u32,
-    defer: bool,
+    behaviour: Behaviour,
 ) -> Result<Value, SimError> {
     let ledger = Ledger::new();
-    let by_room = connect_rooms(target, name, rooms, per_room, &ledger, defer).await?;
+    let by_room = connect_rooms(target, name, rooms, per_room, &ledger, behaviour).await?;
     let meter = Meter::start(target);
     let (count, deadline) = match edits {
         Edits::Count(n) => (Some(n), None),
@@ -210,6 +210,8 @@ pub async fn editing(
         "rooms": rooms,
         "clients_per_room": per_room,
         "window": window,
+        "deferred": behaviour.defer,
+        "edit_at": format!("{:?}", behaviour.edit_at).to_lowercase(),
         "edits": edits_made,
         "deliveries": deliveries,
         "deliveries_per_s": deliveries as f64 / wall.max(1e-9),
@@ -233,7 +235,7 @@ pub async fn join(
 ) -> Result<Value, SimError> {
     let ledger = Ledger::new();
     let url = target.room_url(&format!("{name}-0"));
-    let seed = SimClient::connect(&url, 0, &ledger, false).await?;
+    let seed = SimClient::connect(&url, 0, &ledger, Behaviour::LIVE).await?;
     seed.synced().await?;
     // Many small inserts at random places: a document with history, not one big string.
     let chunk = 100;
@@ -251,7 +253,7 @@ pub async fn join(
     // The server has the document once a fresh client gets all of it.
     let ready_by = Instant::now() + DRAIN_LIMIT;
     loop {
-        let probe = SimClient::connect(&url, 0, &ledger, false).await?;
+        let probe = SimClient::connect(&url, 0, &ledger, Behaviour::LIVE).await?;
         let got = tokio::time::timeout(Duration::from_millis(500), probe.reached(&goal)).await;
         probe.close().await;
         if matches!(got, Ok(Ok(()))) {
@@ -272,7 +274,7 @@ pub async fn join(
             tokio::task::spawn_local(async move {
                 // Deferred: a joiner has joined when the server's sync step 2 is in; applying
                 // it is the client's work, not the server's (done before the check below).
-                let client = SimClient::connect(&url, 0, &ledger, true).await?;
+                let client = SimClient::connect(&url, 0, &ledger, Behaviour::DEFERRED).await?;
                 tokio::time::timeout(DRAIN_LIMIT, client.synced())
                     .await
                     .map_err(|_| SimError::Timeout("a joiner never got the document".into()))??;
@@ -325,7 +327,7 @@ pub async fn idle(
     let before = target.rss();
     let ledger = Ledger::new();
     let start = Instant::now();
-    let by_room = connect_rooms(target, name, rooms, per_room, &ledger, false).await?;
+    let by_room = connect_rooms(target, name, rooms, per_room, &ledger, Behaviour::LIVE).await?;
     let connect_s = start.elapsed().as_secs_f64();
     // Let the server finish what the joins started (room tasks, buffers) before measuring.
     tokio::time::sleep(Duration::from_millis(500)).await;
