@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from pycrdt import Doc
 
@@ -50,15 +50,14 @@ class AsyncMemoryClient(AsyncClientMixin):
         self._auto_pull = auto_pull
         self._server = server
 
-    async def __aenter__(self) -> AsyncMemoryClient:
+    async def __aenter__(self) -> Self:
         self.channel = await self._server.connect(self._id)
         self._client = AsyncClient(self.channel, self._doc, self._auto_push, self._auto_pull)
         try:
-            await self._client.__aenter__()
+            return await super().__aenter__()
         except BaseException:
             self.channel.close()
             raise
-        return self
 
     async def __aexit__(
         self,
@@ -67,6 +66,6 @@ class AsyncMemoryClient(AsyncClientMixin):
         exc_tb: TracebackType | None,
     ) -> None:
         try:
-            await self._client.__aexit__(exc_type, exc_val, exc_tb)
+            await super().__aexit__(exc_type, exc_val, exc_tb)
         finally:
             self.channel.close()

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from pycrdt import Doc
 
@@ -54,7 +53,7 @@ class AsyncPipeClient(AsyncClientMixin):
         self._auto_push = auto_push
         self._auto_pull = auto_pull
 
-    async def __aenter__(self) -> AsyncPipeClient:
+    async def __aenter__(self) -> Self:
         if isinstance(self._connection, int):
             sender = receiver = self._connection
         else:
@@ -63,13 +62,4 @@ class AsyncPipeClient(AsyncClientMixin):
         # Handed over once: nothing here keeps it (and its descriptors) after the client closes.
         endpoints = [Endpoint.pipe(sender, receiver, self._max_message_bytes)]
         self._client = AsyncClient(endpoints.pop, self._doc, self._auto_push, self._auto_pull)
-        await self._client.__aenter__()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> None:
-        await self._client.__aexit__(exc_type, exc_val, exc_tb)
+        return await super().__aenter__()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from types import TracebackType
 from typing import Any, Literal
 
 from pycrdt import Doc
@@ -107,18 +106,6 @@ class AsyncWebSocketClient(AsyncClientMixin):
         policy = Reconnect() if reconnect is True else reconnect or None
         self._client = AsyncClient(connect, doc, auto_push, auto_pull, reconnect=policy)
 
-    async def __aenter__(self) -> AsyncWebSocketClient:
-        await self._client.__aenter__()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> None:
-        await self._client.__aexit__(exc_type, exc_val, exc_tb)
-
 
 class WebSocketClient(ClientMixin):
     """A document synced with a room of a WebSocket server, without an event loop.
@@ -149,15 +136,3 @@ class WebSocketClient(ClientMixin):
         url = _url(host, port, id, params)
         headers = cookie_header(cookies)
         self._client = Client(lambda: _open(url, headers, token, token_in), doc, auto_push)
-
-    def __enter__(self) -> WebSocketClient:
-        self._client.__enter__()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> None:
-        self._client.__exit__(exc_type, exc_val, exc_tb)

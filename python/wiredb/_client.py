@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from time import monotonic
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from anyio import Event, create_task_group, move_on_after, sleep
 from anyio.abc import TaskGroup
@@ -574,9 +574,22 @@ async def wait_first(*events: Event) -> None:
 
 
 class AsyncClientMixin:
-    """Gives a wire's async client the `AsyncClient` API of its inner client."""
+    """Gives a wire's async client the `AsyncClient` API of its inner client, entering and
+    leaving included."""
 
     _client: AsyncClient
+
+    async def __aenter__(self) -> Self:
+        await self._client.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        await self._client.__aexit__(exc_type, exc_val, exc_tb)
 
     @property
     def doc(self) -> Doc[Any]:
@@ -632,9 +645,22 @@ class AsyncClientMixin:
 
 
 class ClientMixin:
-    """Gives a wire's blocking client the `Client` API of its inner client."""
+    """Gives a wire's blocking client the `Client` API of its inner client, entering and
+    leaving included."""
 
     _client: Client
+
+    def __enter__(self) -> Self:
+        self._client.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        self._client.__exit__(exc_type, exc_val, exc_tb)
 
     @property
     def doc(self) -> Doc[Any]:
