@@ -91,6 +91,11 @@ struct Member {
     access: Access,
     /// Awareness updates accepted in the current one-second window, and when it started.
     awareness_window: (Instant, u32),
+    /// It has been sent the document (a peer: the sync step 2 answering its step 1). Until
+    /// then it is sent no live updates: that step 2 holds them all, and an update relayed
+    /// before it could start beyond what the peer has, which is where yrs goes wrong (see
+    /// `RoomCore::apply`).
+    has_document: bool,
 }
 
 /// A member's update that starts beyond the document's clocks, held until the document has
@@ -216,6 +221,7 @@ impl RoomCore {
                 kind,
                 access,
                 awareness_window: (Instant::now(), 0),
+                has_document: kind == JoinKind::Mirror,
             },
         );
         id
@@ -313,8 +319,9 @@ impl RoomCore {
                         step2
                     }
                 };
-                if let Some(m) = state.members.get(&member) {
+                if let Some(m) = state.members.get_mut(&member) {
                     m.queue.push(step2);
+                    m.has_document = true;
                 }
             }
             Message::SyncStep2(update) | Message::Update(update) => {
@@ -564,10 +571,13 @@ fn broadcast_awareness(state: &RoomState, frame: Bytes) {
     }
 }
 
-/// Queues `frame` for every member but `sender`.
+/// Queues `frame` for every member that has the document, but `sender`.
 fn broadcast(state: &RoomState, sender: Option<MemberId>, frame: Bytes) {
     for (id, member) in &state.members {
-        if Some(*id) != sender && member.queue.push(frame.clone()) == Pushed::Overflowed {
+        if Some(*id) != sender
+            && member.has_document
+            && member.queue.push(frame.clone()) == Pushed::Overflowed
+        {
             tracing::debug!(
                 member = id,
                 "member queue overflowed; it will be resynchronised"
@@ -600,6 +610,20 @@ mod tests {
             .collect()
     }
 
+    /// A peer that has joined and been sent the document (its step 1 answered), its queue
+    /// drained: from now on it gets live updates.
+    fn synced_peer(room: &RoomCore, queue: &Arc<FrameQueue>) -> MemberId {
+        synced_peer_as(room, queue, Access::ReadWrite)
+    }
+
+    fn synced_peer_as(room: &RoomCore, queue: &Arc<FrameQueue>, access: Access) -> MemberId {
+        let member = room.join_as(queue.clone(), JoinKind::Peer, access);
+        room.handle(member, Message::SyncStep1(Bytes::from_static(&[0])))
+            .unwrap();
+        queue.drain();
+        member
+    }
+
     fn edit(text: &str) -> Bytes {
         let doc = Doc::new();
         let t = doc.get_or_insert_text("text");
@@ -623,13 +647,7 @@ mod tests {
     fn updates_reach_every_other_member_once_and_never_the_sender() {
         let room = RoomCore::new("r", RoomLimits::default());
         let queues: Vec<_> = (0..3).map(|_| queue()).collect();
-        let ids: Vec<_> = queues
-            .iter()
-            .map(|q| room.join(q.clone(), JoinKind::Peer))
-            .collect();
-        for q in &queues {
-            q.drain();
-        }
+        let ids: Vec<_> = queues.iter().map(|q| synced_peer(&room, q)).collect();
         let update = edit("hello");
         room.handle(ids[0], Message::Update(update.clone()))
             .unwrap();
@@ -646,6 +664,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(text.get_string(&doc.transact()), "hello");
+    }
+
+    #[test]
+    fn a_peer_gets_live_updates_once_it_has_been_sent_the_document() {
+        let room = RoomCore::new("r", RoomLimits::default());
+        let (qa, qb) = (queue(), queue());
+        let a = synced_peer(&room, &qa);
+        let b = room.join(qb.clone(), JoinKind::Peer);
+        qb.drain();
+        // Before its step 1 is answered, b is sent nothing: what it would miss is in that
+        // answer, and a live update could start beyond what b has.
+        room.handle(a, Message::Update(edit("before"))).unwrap();
+        assert!(messages(&qb).is_empty());
+        room.handle(b, Message::SyncStep1(Bytes::from_static(&[0])))
+            .unwrap();
+        let [Message::SyncStep2(step2)] = &messages(&qb)[..] else {
+            panic!("not a step 2");
+        };
+        assert_eq!(text_of(step2), "before");
+        let after = edit("after");
+        room.handle(a, Message::Update(after.clone())).unwrap();
+        assert_eq!(messages(&qb), vec![Message::Update(after)]);
     }
 
     #[test]
@@ -706,12 +746,9 @@ mod tests {
     fn an_update_ahead_of_the_document_waits_until_it_has_caught_up() {
         let room = RoomCore::new("r", RoomLimits::default());
         let (qa, qb, qc) = (queue(), queue(), queue());
-        let a = room.join(qa.clone(), JoinKind::Peer);
-        let b = room.join(qb.clone(), JoinKind::Peer);
-        room.join(qc.clone(), JoinKind::Peer);
-        for q in [&qa, &qb, &qc] {
-            q.drain();
-        }
+        let a = synced_peer(&room, &qa);
+        let b = synced_peer(&room, &qb);
+        synced_peer(&room, &qc);
         let updates = edits_in_turn(&["one ", "two ", "three"]);
         // A client back with offline edits types before its sync step 2: the room lacks the
         // first edit, so the later ones wait, and nobody is sent what they cannot integrate.
@@ -808,7 +845,7 @@ mod tests {
     fn a_read_only_member_is_told_gets_updates_and_changes_nothing() {
         let room = RoomCore::new("r", RoomLimits::default());
         let (qw, qr) = (queue(), queue());
-        let writer = room.join(qw.clone(), JoinKind::Peer);
+        let writer = synced_peer(&room, &qw);
         let reader = room.join_as(qr.clone(), JoinKind::Peer, Access::ReadOnly);
         let joined = messages(&qr);
         assert!(matches!(joined[0], Message::SyncStep1(_)));
@@ -819,7 +856,9 @@ mod tests {
                 reason: Bytes::from_static(b"read-only")
             }
         );
-        qw.drain();
+        room.handle(reader, Message::SyncStep1(Bytes::from_static(&[0])))
+            .unwrap();
+        assert!(matches!(messages(&qr)[..], [Message::SyncStep2(_)]));
         let before = room.encode_state_as_update();
         for i in 0..100 {
             room.handle(reader, Message::Update(edit(&i.to_string())))
@@ -908,7 +947,7 @@ mod tests {
             },
             Waker::Tokio(Arc::new(Notify::new())),
         ));
-        room.join(small.clone(), JoinKind::Peer);
+        synced_peer(&room, &small);
         for i in 0..5 {
             room.handle(a, Message::Update(edit(&i.to_string())))
                 .unwrap();

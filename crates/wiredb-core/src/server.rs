@@ -759,6 +759,18 @@ mod tests {
         (None, seen)
     }
 
+    /// Asks for the document, as every y-websocket client does first, and reads until the
+    /// answer: the room sends a peer live updates once it has answered.
+    async fn sync(client: &mut Client) {
+        let step1 = Message::SyncStep1(Bytes::from_static(&[0])).encode();
+        client.send(WsMessage::Binary(step1)).await.unwrap();
+        while !first_messages(client)
+            .await
+            .iter()
+            .any(|m| matches!(m, Message::SyncStep2(_)))
+        {}
+    }
+
     async fn first_messages(client: &mut Client) -> Vec<Message> {
         match client.next().await {
             Some(Ok(WsMessage::Binary(frame))) => decode_frame(&frame).unwrap(),
@@ -797,6 +809,7 @@ mod tests {
         let mut reader = connect(&server, &format!("/r?token={}", token("r", true, later))).await;
         let joined = first_messages(&mut reader).await;
         assert!(matches!(joined[0], Message::SyncStep1(_)));
+        sync(&mut reader).await;
         let info = &connections.in_room("r")[0];
         assert_eq!(
             (info.access, info.identity.as_deref()),
@@ -972,6 +985,7 @@ mod tests {
         // Never read from after its first messages.
         let mut stalled = connect(&server, "/r").await;
         first_messages(&mut stalled).await;
+        sync(&mut stalled).await;
         let mut writer = connect(&server, "/r").await;
         first_messages(&mut writer).await;
         let core = registry_core(&registry, "r").await;
