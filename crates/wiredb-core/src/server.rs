@@ -703,6 +703,11 @@ async fn write_loop<S>(
         }
         if !sent_any {
             notify.notified().await;
+            // Woken by the first frame for this peer: let the tasks that are ready (other
+            // peers' readers, whose frames may be for this peer too) run first, so that one
+            // send(2) carries what they add. On loopback a send costs the sender the
+            // receiver's TCP work as well, and under load it was over half the server's CPU.
+            tokio::task::yield_now().await;
         }
     }
 }
