@@ -39,6 +39,9 @@ pub fn room(data: &[u8]) {
         ))
     };
     let honest = room.join(queue(), JoinKind::Peer);
+    // Synced, so that it is sent what the room relays.
+    room.handle(honest, Message::SyncStep1(Bytes::from_static(&[0])))
+        .expect("a step 1 is answered");
     // Some real content first, so that hostile updates meet a non-empty document.
     let seed: Bytes = {
         use yrs::{Text, Transact};

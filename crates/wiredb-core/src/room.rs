@@ -541,8 +541,6 @@ fn peers(state: &RoomState) -> usize {
         .count()
 }
 
-/// Awareness goes to every peer, the sender included, and to no mirror: a mirror is a document
-/// (`Room.doc`, a store) that has no use for cursors, and would wake Python for each of them.
 /// What a member that is gone leaves behind: its awareness states (removed for the others)
 /// and its waiting updates (it still holds them and sends them again when it comes back).
 fn remove_member(state: &mut RoomState, member: MemberId) {
@@ -560,6 +558,8 @@ fn remove_member(state: &mut RoomState, member: MemberId) {
     state.document_bytes -= dropped;
 }
 
+/// Awareness goes to every peer, the sender included, and to no mirror: a mirror is a document
+/// (`Room.doc`, a store) that has no use for cursors, and would wake Python for each of them.
 fn broadcast_awareness(state: &RoomState, frame: Bytes) {
     for (id, member) in &state.members {
         if member.kind == JoinKind::Peer && member.queue.push(frame.clone()) == Pushed::Overflowed {
