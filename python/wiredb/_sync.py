@@ -17,7 +17,7 @@ from typing import Any
 from pycrdt import Awareness, Doc, Encoder, Subscription, TransactionEvent, merge_updates
 
 from ._links import Link
-from ._wiredb import Batch
+from ._wiredb import Batch, update_fits
 
 log = logging.getLogger("wiredb")
 
@@ -28,6 +28,9 @@ REMOTE = "remote"
 #: Awareness updates kept for an awareness not used yet; past it they are dropped and the
 #: states are asked for again on first use.
 PENDING_AWARENESS_LIMIT = 256
+#: Bytes of received updates that may wait for earlier ones the document lacks; past it the
+#: oldest are dropped with a warning (a peer that never sends what they wait for is broken).
+MAX_WAITING_BYTES = 64 << 20
 
 
 class DocSync:
@@ -47,6 +50,8 @@ class DocSync:
         self._changed_offline = False
         self._local: list[bytes] = []
         self._remote: list[bytes] = []
+        #: Received updates that start beyond the document's clocks, oldest first.
+        self._waiting: list[bytes] = []
         self._remote_synced = False
         self._pull_requested = False
         self._subscription: Subscription | None = doc.observe(self._on_change)
@@ -122,11 +127,7 @@ class DocSync:
             updates, self._remote = self._remote, []
             self._applying = True
             try:
-                for update in updates:
-                    try:
-                        self.doc.apply_update(update)
-                    except Exception as error:
-                        log.warning("could not apply a remote update: %s", error)
+                self._integrate(updates)
             finally:
                 self._applying = False
         if self._remote_synced:
@@ -134,6 +135,43 @@ class DocSync:
         if self.synced:
             # A pull asked before the sync waits for it; after, each pull takes what is there.
             self._pull_requested = False
+
+    def _integrate(self, updates: list[bytes]) -> None:
+        """Applies the updates the document can take without a gap in its clocks, then those
+        that waited for them; the others wait. yrs 0.28 (pycrdt's too) integrates an update
+        that starts beyond the document's clocks at once, and for some such updates follows
+        freed pointers later (found by fuzzing wiredb's rooms), so they wait here instead, as
+        Yjs keeps them pending."""
+        queue = [*self._waiting, *updates]
+        state: bytes | None = None
+        progress = True
+        while queue and progress:
+            progress = False
+            left = []
+            for update in queue:
+                if state is None:
+                    state = self.doc.get_state()
+                try:
+                    fits = update_fits(update, state)
+                except ValueError as error:
+                    log.warning("skipped a remote update: %s", error)
+                    continue
+                if not fits:
+                    left.append(update)
+                    continue
+                try:
+                    self.doc.apply_update(update)
+                except Exception as error:
+                    log.warning("could not apply a remote update: %s", error)
+                state = None
+                progress = True
+            queue = left
+        size = sum(len(update) for update in queue)
+        while size > MAX_WAITING_BYTES:
+            dropped = queue.pop(0)
+            size -= len(dropped)
+            log.warning("dropped a remote update that waited for content that never came")
+        self._waiting = queue
 
     def stop(self) -> None:
         if self._subscription is not None:

@@ -23,6 +23,7 @@ __all__ = [
     "mint_token",
     "room_file_name",
     "room_id_from_file_name",
+    "update_fits",
     "verify_token",
 ]
 
@@ -229,6 +230,10 @@ def frame_step1(state_vector: bytes) -> bytes: ...
 def frame_step2(update: bytes) -> bytes: ...
 def frame_update(update: bytes) -> bytes: ...
 def frame_awareness(payload: bytes) -> bytes: ...
+def update_fits(update: bytes, state_vector: bytes) -> bool:
+    """Whether `update` integrates into a document at `state_vector` without a gap in any
+    client's clocks (raises ValueError for bytes the guard refuses)."""
+
 def frame_token(token: str) -> bytes:
     """An auth message carrying an access token (a connection's first frame)."""
 

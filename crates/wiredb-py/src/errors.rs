@@ -2,10 +2,15 @@
 
 use pyo3::exceptions::{PyConnectionError, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::PyErr;
+use wiredb_core::guard::GuardError;
 use wiredb_core::persist::PersistError;
 use wiredb_core::registry::RegistryError;
 use wiredb_core::room::RoomError;
 use wiredb_core::store::StoreError;
+
+pub fn guard_error(error: GuardError) -> PyErr {
+    PyValueError::new_err(error.to_string())
+}
 
 pub fn room_error(error: RoomError) -> PyErr {
     PyValueError::new_err(error.to_string())

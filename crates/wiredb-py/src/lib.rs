@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 mod endpoint;
 mod errors;
 mod frames;
+mod order;
 mod pipe;
 mod registry;
 mod room;
@@ -29,6 +30,7 @@ fn _wiredb(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(frames::frame_awareness, m)?)?;
     m.add_function(wrap_pyfunction!(frames::frame_token, m)?)?;
     m.add_function(wrap_pyfunction!(frames::absorb, m)?)?;
+    m.add_function(wrap_pyfunction!(order::update_fits, m)?)?;
     m.add_function(wrap_pyfunction!(token::mint_token, m)?)?;
     m.add_function(wrap_pyfunction!(token::verify_token, m)?)?;
     m.add_class::<store::FileStore>()?;
