@@ -142,14 +142,10 @@ async fn run_workload(name: &str, o: &Options, target: &Target) -> Result<Value,
         "w5" | "w5c" => {
             let duration = Duration::from_millis(o.duration_ms.unwrap_or(3000));
             let edits = o.edits.map_or(Edits::For(duration), Edits::Count);
-            let edit_at = if name == "w5" {
-                EditAt::End
+            let behaviour = if name == "w5" {
+                Behaviour::TYPING
             } else {
-                EditAt::Random
-            };
-            let behaviour = Behaviour {
-                defer: true,
-                edit_at,
+                Behaviour::DEFERRED
             };
             editing(1, 50, 16, edits, behaviour).await
         }
@@ -203,10 +199,7 @@ async fn smoke(target: &Target) -> Vec<(String, Result<Value, sim::SimError>)> {
                 10,
                 Edits::For(Duration::from_millis(300)),
                 8,
-                Behaviour {
-                    defer: true,
-                    edit_at: EditAt::End,
-                },
+                Behaviour::TYPING,
             )
             .await,
         ),

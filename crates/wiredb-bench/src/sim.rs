@@ -170,6 +170,11 @@ impl Behaviour {
         defer: true,
         edit_at: EditAt::Random,
     };
+    /// Applies what it receives at the end; types at its cursor (w5).
+    pub const TYPING: Behaviour = Behaviour {
+        defer: true,
+        edit_at: EditAt::End,
+    };
 }
 
 /// Where a simulated client inserts.
