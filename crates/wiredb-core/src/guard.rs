@@ -75,9 +75,9 @@ pub struct Checked<'a> {
 pub fn fits(report: &ScanReport, sv: &StateVector) -> bool {
     // The scan refused client ids beyond 53 bits, which `ClientID::new` would not take.
     report
-        .needs
+        .clients
         .iter()
-        .all(|&(client, needs)| needs <= sv.get(&ClientID::new(client)))
+        .all(|c| c.needs <= sv.get(&ClientID::new(c.client)))
 }
 
 /// Checks a v1 update's size and layout, without decoding it.

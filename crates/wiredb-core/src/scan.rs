@@ -51,10 +51,25 @@ pub struct ScanReport {
     pub structs: u64,
     pub deletes: u64,
     pub max_depth: usize,
-    /// Per client of the update, the clock a document must have reached for the update's
-    /// structs of that client to integrate without a gap: the start of the first struct that
-    /// does not follow on from the one before it (the first struct, or one after a Skip).
-    pub needs: Vec<(u64, u32)>,
+    /// The clocks of each client of the update, in the update's order.
+    pub clients: Vec<ClientClocks>,
+}
+
+/// Where one client's structs in an update start and end, and what they build on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientClocks {
+    pub client: u64,
+    /// The clock of the first struct.
+    pub start: u32,
+    /// The clock after the last struct.
+    pub end: u32,
+    /// The clock a document must have reached for these structs to integrate without a gap:
+    /// the start of the first struct that does not follow on from the one before it (the
+    /// first struct, or one after a Skip).
+    pub needs: u32,
+    /// Whether a Skip (a gap) is among the structs: without one, the update holds every clock
+    /// of `start..end`.
+    pub skips: bool,
 }
 
 struct Cursor<'a> {
@@ -194,11 +209,13 @@ pub fn scan_update_v1(update: &[u8], limits: &ScanLimits) -> Result<ScanReport, 
     for _ in 0..clients {
         let structs = c.count(32)?;
         let client = client_id(&mut c)?;
-        if report.needs.iter().any(|&(seen, _)| seen == client) {
+        if report.clients.iter().any(|seen| seen.client == client) {
             return Err(ScanError::DuplicateClient { client });
         }
         let mut clock = c.var32()?;
+        let start = clock;
         let mut needs = 0;
+        let mut skips = false;
         // Where the last struct that is not a Skip ended.
         let mut follows_on = None;
         for _ in 0..structs {
@@ -214,12 +231,20 @@ pub fn scan_update_v1(update: &[u8], limits: &ScanLimits) -> Result<ScanReport, 
             if clock > u64::from(u32::MAX) {
                 return Err(ScanError::ClockOverflow { client });
             }
-            if !is_skip {
+            if is_skip {
+                skips = true;
+            } else {
                 follows_on = Some(clock);
             }
         }
         // Below u32::MAX: checked on every struct, and the start clock is a var32.
-        report.needs.push((client, needs as u32));
+        report.clients.push(ClientClocks {
+            client,
+            start: start as u32,
+            end: clock as u32,
+            needs: needs as u32,
+            skips,
+        });
     }
     let delete_clients = c.count(32)?;
     for _ in 0..delete_clients {
@@ -506,16 +531,23 @@ mod tests {
                 txn.encode_update_v1()
             })
             .collect();
-        let needs = |update: &[u8]| {
-            scan_update_v1(update, &ScanLimits::default())
-                .unwrap()
-                .needs
+        let clocks = |update: &[u8]| {
+            let report = scan_update_v1(update, &ScanLimits::default()).unwrap();
+            let c = report.clients[0];
+            (
+                report.clients.len(),
+                c.client,
+                c.start,
+                c.end,
+                c.needs,
+                c.skips,
+            )
         };
-        assert_eq!(needs(&updates[0]), vec![(7, 0)]);
-        assert_eq!(needs(&updates[1]), vec![(7, 2)]);
+        assert_eq!(clocks(&updates[0]), (1, 7, 0, 2, 0, false));
+        assert_eq!(clocks(&updates[1]), (1, 7, 2, 5, 2, false));
         // Clocks 0..2 and 5..6 with a Skip between: the struct after the gap needs clock 5.
         let merged = yrs::merge_updates_v1([&updates[0], &updates[2]]).unwrap();
-        assert_eq!(needs(&merged), vec![(7, 5)]);
+        assert_eq!(clocks(&merged), (1, 7, 0, 6, 5, true));
     }
 
     #[test]
