@@ -338,6 +338,10 @@ impl SimClient {
 
     fn receive(&self, bytes: Bytes) {
         let now = Instant::now();
+        // Kept updates are copied out of the socket's read buffer: a slice of it would keep the
+        // whole buffer alive, and the reader would allocate a new one (and move what it had
+        // read ahead) on every read.
+        let bytes = Bytes::copy_from_slice(&bytes);
         if self.behaviour.defer && self.ledger.borrow().outstanding == 0 {
             // Nothing to time (a join): keep it for later, undecoded.
             self.deferred.borrow_mut().push(bytes);

@@ -28,6 +28,7 @@ pub mod room;
 pub mod runtime;
 pub mod scan;
 pub mod server;
+pub mod socket;
 pub mod store;
 pub mod sync;
 pub mod token;

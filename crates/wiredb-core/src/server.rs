@@ -18,8 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use percent_encoding::percent_decode_str;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
@@ -41,6 +43,7 @@ use crate::connections::{Connections, Registration};
 use crate::queue::{CloseReason, FrameQueue, QueueLimits};
 use crate::registry::{Lease, Registry};
 use crate::room::{Access, RoomCore, RoomError, RoomLimits};
+use crate::socket::{self, Control, MemberSocket};
 use crate::token::unix_now;
 use crate::wake::Waker;
 
@@ -269,7 +272,7 @@ async fn handle_connection(
 
 /// A connection let into its room, and what must live as long as it is served.
 struct Opened {
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<MemberSocket>,
     member: Member,
     _registration: Registration,
     lease: Lease,
@@ -288,6 +291,7 @@ async fn open_connection(
         connections,
     } = shared;
     let _ = stream.set_nodelay(true);
+    let stream = MemberSocket::new(stream);
     let mut seen = None;
     // The callback's signature, with its large error type, is tungstenite's.
     #[allow(clippy::result_large_err)]
@@ -403,7 +407,7 @@ const REFUSED_GRACE: Duration = Duration::from_secs(1);
 /// Sends a close frame, then reads (and drops) what the peer still sends until it answers,
 /// for at most `REFUSED_GRACE`: a socket closed with unread data is reset, and a reset can
 /// destroy the close frame before the peer reads it (it would see 1006, not our code).
-async fn close_socket(mut ws: WebSocketStream<TcpStream>, reason: &CloseReason) {
+async fn close_socket(mut ws: WebSocketStream<MemberSocket>, reason: &CloseReason) {
     let _ = tokio::time::timeout(REFUSED_GRACE, async {
         if ws.close(Some(close_frame(reason))).await.is_err() {
             return;
@@ -421,7 +425,7 @@ async fn close_socket(mut ws: WebSocketStream<TcpStream>, reason: &CloseReason) 
 /// message opening its first frame) verified here, else the hook's answer. What the
 /// connection sends meanwhile is kept, capped, and returned to be handled once in.
 async fn admit(
-    ws: &mut WebSocketStream<TcpStream>,
+    ws: &mut WebSocketStream<MemberSocket>,
     request: &Arc<JoinRequest>,
     auth: &AuthConfig,
     decision: tokio::sync::oneshot::Receiver<Decision>,
@@ -487,7 +491,7 @@ async fn admit(
 /// Reads one message of a connection not let in yet into `pending` (the binary frame it was,
 /// if it was one). Err when the connection ended or sent too much.
 async fn next_pending(
-    ws: &mut WebSocketStream<TcpStream>,
+    ws: &mut WebSocketStream<MemberSocket>,
     pending: &mut PendingFrames,
     auth: &AuthConfig,
 ) -> Result<Option<Bytes>, CloseReason> {
@@ -524,7 +528,7 @@ struct Member {
 }
 
 async fn serve_member(
-    ws: WebSocketStream<TcpStream>,
+    mut stream: WebSocketStream<MemberSocket>,
     member: Member,
     connections: &Connections,
     config: &ServerConfig,
@@ -538,23 +542,28 @@ async fn serve_member(
     } = member;
     let notify = Arc::new(Notify::new());
     let queue = Arc::new(FrameQueue::new(config.queue, Waker::Tokio(notify.clone())));
-    let (sink, mut stream) = ws.split();
+    // Taken once, here: nothing else takes it.
+    let Some((out, control)) = stream.get_mut().take_writer(notify.clone()) else {
+        return;
+    };
+    let writer = Writer {
+        out,
+        queue: queue.clone(),
+        control,
+        core: core.clone(),
+        notify,
+        write_timeout: config.write_timeout,
+    };
     let member = match connections.join(id, &core, queue.clone()) {
         Ok(member) => member,
         Err(reason) => {
             // Closed while its room opened: the close frame goes out through the writer.
             queue.close(reason);
-            Box::pin(write_loop(sink, queue, core, notify, config.write_timeout)).await;
+            Box::pin(write_loop(writer)).await;
             return;
         }
     };
-    let mut writer = tokio::spawn(write_loop(
-        sink,
-        queue.clone(),
-        core.clone(),
-        notify,
-        config.write_timeout,
-    ));
+    let mut writer = tokio::spawn(write_loop(writer));
     let mut writer_done = false;
 
     let mut ping = tokio::time::interval(config.ping_interval);
@@ -645,15 +654,26 @@ fn close_frame(reason: &CloseReason) -> CloseFrame {
     }
 }
 
-async fn write_loop<S>(
-    mut sink: S,
+/// What a member's writer needs: the socket's write half and what it sends.
+struct Writer {
+    out: OwnedWriteHalf,
     queue: Arc<FrameQueue>,
+    /// What tungstenite wrote (pongs, the answer to the peer's close).
+    control: Arc<Control>,
     core: Arc<RoomCore>,
     notify: Arc<Notify>,
     write_timeout: Duration,
-) where
-    S: futures_util::Sink<WsMessage, Error = WsError> + Unpin,
-{
+}
+
+async fn write_loop(writer: Writer) {
+    let Writer {
+        mut out,
+        queue,
+        control,
+        core,
+        notify,
+        write_timeout,
+    } = writer;
     loop {
         let drained = queue.drain();
         let frames = if drained.overflowed {
@@ -661,47 +681,45 @@ async fn write_loop<S>(
         } else {
             drained.frames
         };
-        let sent_any = !frames.is_empty() || drained.ping;
-        let batch = async {
+        // tungstenite's answers first (they answer what the peer sent before), then the batch.
+        let (mut batch, answered_close) = control.take();
+        let closed = if answered_close {
+            // The peer closed and tungstenite answered: nothing may follow a close frame.
+            Some(CloseReason::normal())
+        } else {
             if drained.ping {
-                sink.feed(WsMessage::Ping(Default::default())).await?;
+                socket::ping_frame(&mut batch);
             }
-            for frame in frames {
-                sink.feed(WsMessage::Binary(frame)).await?;
+            for frame in &frames {
+                socket::binary_frame(&mut batch, frame);
             }
-            if sent_any {
-                sink.flush().await?;
-            }
-            Ok::<(), WsError>(())
-        };
-        // Boxed: the timer and the batch's futures are only alive while it is sent, and an
-        // idle connection's writer would otherwise carry them (200 B each).
-        match Box::pin(tokio::time::timeout(write_timeout, batch)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => {
-                queue.close(CloseReason::new(1006, ""));
-                return;
-            }
-            Err(_) => {
-                // Not reading: no close frame could get through either.
-                tracing::warn!(room = %core.id(), "peer stopped reading: closing connection");
-                queue.close(CloseReason::new(1006, ""));
-                return;
-            }
-        }
-        if let Some(reason) = drained.closed {
             // 1006 means the socket is gone: there is nobody to send a close frame to.
-            let closing = async {
-                if reason.code != 1006 {
-                    sink.send(WsMessage::Close(Some(close_frame(&reason))))
-                        .await?;
+            if let Some(reason) = drained.closed.as_ref().filter(|r| r.code != 1006) {
+                socket::close_frame(&mut batch, reason);
+            }
+            drained.closed
+        };
+        if !batch.is_empty() {
+            // Boxed: the timer is only alive while a batch is sent, and an idle connection's
+            // writer would otherwise carry it.
+            match Box::pin(tokio::time::timeout(write_timeout, out.write_all(&batch))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    queue.close(CloseReason::new(1006, ""));
+                    break;
                 }
-                sink.close().await
-            };
-            let _ = Box::pin(tokio::time::timeout(write_timeout, closing)).await;
-            return;
+                Err(_) => {
+                    // Not reading: no close frame could get through either.
+                    tracing::warn!(room = %core.id(), "peer stopped reading: closing connection");
+                    queue.close(CloseReason::new(1006, ""));
+                    break;
+                }
+            }
         }
-        if !sent_any {
+        if closed.is_some() {
+            break;
+        }
+        if batch.is_empty() {
             notify.notified().await;
             // Woken by the first frame for this peer: let the tasks that are ready (other
             // peers' readers, whose frames may be for this peer too) run first, so that one
@@ -710,6 +728,9 @@ async fn write_loop<S>(
             tokio::task::yield_now().await;
         }
     }
+    // The socket closes when the connection ends, after the peer answered the close frame
+    // (dropping the half would send a FIN at once).
+    out.forget();
 }
 
 #[cfg(test)]
@@ -718,6 +739,7 @@ mod tests {
     use crate::auth::{Authorizer, CLOSE_FORBIDDEN};
     use crate::protocol::{decode_frame, Message, AUTH_TOKEN};
     use crate::token::{Claims, TokenKey};
+    use futures_util::SinkExt;
     use tokio::sync::mpsc;
     use tokio_tungstenite::connect_async;
 
