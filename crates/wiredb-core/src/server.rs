@@ -106,9 +106,8 @@ impl ServerConfig {
             // resident memory for every connection, idle or not: 1 KiB still takes in a few
             // dozen small updates per read, and a larger message grows it as needed.
             .read_buffer_size(READ_BUFFER_BYTES)
-            // Frames are buffered until the write loop flushes after its batch: one send(2)
-            // per batch instead of one per frame (the write loop always flushes, so nothing
-            // waits for the buffer to fill).
+            // tungstenite writes only until a member joins (its writer frames the rest, see
+            // `socket`), and always flushes what it wrote.
             .write_buffer_size(WRITE_BUFFER_BYTES)
             .max_write_buffer_size(self.max_message_bytes * 2)
     }
