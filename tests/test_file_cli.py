@@ -329,7 +329,8 @@ async def test_two_processes_appending_to_one_path_never_interleave_records(
 def first_client(update: bytes) -> int:
     """The client ID of an update's first structs (a v1 update: the number of clients, then
     for each the number of its structs and its ID, as varuints)."""
-    values, pos = [], 0
+    values: list[int] = []
+    pos = 0
     while len(values) < 3:
         value, shift = 0, 0
         while True:
