@@ -13,9 +13,12 @@ from typing import Any
 
 import pytest
 from anyio import (
+    TASK_STATUS_IGNORED,
+    CancelScope,
     Event,
     create_task_group,
     fail_after,
+    get_cancelled_exc_class,
     get_running_tasks,
     sleep,
     sleep_forever,
@@ -23,7 +26,7 @@ from anyio import (
 )
 from anyio.abc import TaskStatus
 from pycrdt import Doc, Text
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import connect
 from websockets.typing import Origin
 
@@ -63,9 +66,14 @@ def by_role(requests: list[Request] | None = None) -> Callable[[Request], Any]:
     return authorize
 
 
-def close_code(port: int, path: str, send: list[bytes] | None = None) -> int | None:
-    """Connects, sends frames, reads until closed; the close code."""
+def close_code(
+    port: int, path: str, send: list[bytes] | None = None, after: threading.Event | None = None
+) -> int | None:
+    """Connects, sends frames (once `after` is set, if given), reads until closed; the close
+    code."""
     with connect(f"ws://127.0.0.1:{port}{path}", open_timeout=10) as ws:
+        if after is not None:
+            assert after.wait(10)
         try:
             for frame in send or []:
                 ws.send(frame)
@@ -235,13 +243,38 @@ async def test_a_hook_that_never_answers_is_cut_at_its_timeout() -> None:
         await settle(lambda: open_fds() <= fds and len(get_running_tasks()) <= tasks)
 
 
+class Marks:
+    """Request ids noted by a hook, and a way to wait until there are so many."""
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self._changed = Event()
+
+    def add(self, id: int) -> None:
+        self.ids.append(id)
+        self._changed.set()
+        self._changed = Event()
+
+    async def wait_for(self, count: int, timeout: float = 10) -> None:
+        with fail_after(timeout):
+            while len(self.ids) < count:
+                await self._changed.wait()
+
+
 async def test_a_flood_during_a_slow_hook_is_closed_at_the_cap() -> None:
     release = Event()
-    answered: list[int] = []
+    asked, cancelled, answered = Marks(), Marks(), Marks()
+    hooked = threading.Event()
 
     async def slow(request: Request) -> Allow:
-        await release.wait()
-        answered.append(request.id)
+        asked.add(request.id)
+        hooked.set()
+        try:
+            await release.wait()
+        except get_cancelled_exc_class():
+            cancelled.add(request.id)
+            raise
+        answered.add(request.id)
         return Allow()
 
     async with AsyncWebSocketServer(
@@ -252,15 +285,66 @@ async def test_a_flood_during_a_slow_hook_is_closed_at_the_cap() -> None:
         max_pending_messages=8,
         max_pending_bytes=1 << 16,
     ) as server:
+
+        async def once_hooked(path: str, frames: list[bytes]) -> int | None:
+            """Sends `frames` once the hook runs for the connection; its close code."""
+            hooked.clear()
+            return await to_thread.run_sync(close_code, server.port, path, frames, hooked)
+
         flood = [update_frame(f"x{i}") for i in range(100)]
-        code = await to_thread.run_sync(close_code, server.port, "/r", flood)
-        assert code == 1008
+        tasks = len(get_running_tasks())
+        # Warm up: the first connection may allocate what the runtime keeps for later.
+        assert await once_hooked("/warm", flood) == 1008
+        await cancelled.wait_for(1)
+        await settle(lambda: len(get_running_tasks()) <= tasks)
+        fds = open_fds()
+
+        assert await once_hooked("/r", flood) == 1008
         big = [b"\x00\x02" + varuint(70_000) + bytes(70_000)]
-        assert await to_thread.run_sync(close_code, server.port, "/r", big) == 1008
+        assert await once_hooked("/r", big) == 1008
+        # The hooks of the closed connections are cancelled, long before their 30 s timeout
+        # and before `release` lets them answer.
+        await cancelled.wait_for(3)
+        assert sorted(cancelled.ids) == sorted(asked.ids)
         release.set()
-        # Nothing was let in: no room exists, and the hook's late answers went nowhere.
+        assert answered.ids == []
+        # Nothing was let in: no room exists; every hook task and socket is gone.
         assert server.room_manager.rooms == {}
         assert server.connections("r") == []
+        await settle(lambda: open_fds() <= fds and len(get_running_tasks()) <= tasks)
+
+
+async def test_a_client_gone_during_the_hook_cancels_it() -> None:
+    asked, cancelled = Marks(), Marks()
+
+    async def slow(request: Request) -> Allow:
+        asked.add(request.id)
+        try:
+            await sleep_forever()
+        except get_cancelled_exc_class():
+            cancelled.add(request.id)
+            raise
+        raise AssertionError
+
+    async with AsyncWebSocketServer(
+        host="127.0.0.1", port=0, authorize=slow, auth_timeout=30
+    ) as server:
+        done = threading.Event()
+
+        def leave_once_asked() -> None:
+            with connect(f"ws://127.0.0.1:{server.port}/r", open_timeout=10):
+                done.wait(30)
+
+        thread = threading.Thread(target=leave_once_asked)
+        thread.start()
+        try:
+            await asked.wait_for(1)
+        finally:
+            done.set()
+            await to_thread.run_sync(thread.join, 10)
+        await cancelled.wait_for(1)
+        assert cancelled.ids == asked.ids
+        assert server.room_manager.rooms == {}
 
 
 async def test_what_is_sent_before_the_decision_is_handled_once_let_in() -> None:
@@ -294,24 +378,39 @@ async def test_what_is_sent_before_the_decision_is_handled_once_let_in() -> None
 
 
 async def test_origins_not_allowed_are_refused_during_the_handshake() -> None:
+    asked: list[Request] = []
+
+    async def authorize(request: Request) -> Allow:
+        asked.append(request)
+        return Allow()
+
     async with AsyncWebSocketServer(
-        host="127.0.0.1", port=0, allowed_origins=["https://app.example"]
+        host="127.0.0.1", port=0, allowed_origins=["https://app.example"], authorize=authorize
     ) as server:
 
         def with_origin(origin: str) -> int:
             try:
                 with connect(
                     f"ws://127.0.0.1:{server.port}/r", origin=Origin(origin), open_timeout=10
-                ):
+                ) as ws:
+                    # Let in: the room sends its sync step 1.
+                    ws.recv(timeout=10)
                     return 101
             except InvalidStatus as refused:
                 return refused.response.status_code
 
         assert await to_thread.run_sync(with_origin, "https://evil.example") == 403
+        # Checked natively, before the hook: the hook never heard of it.
+        assert asked == []
+        assert server.room_manager.rooms == {}
         assert await to_thread.run_sync(with_origin, "https://app.example") == 101
+        assert [r.headers["origin"] for r in asked] == ["https://app.example"]
+        assert await to_thread.run_sync(with_origin, "null") == 403
+        assert len(asked) == 1
         # Not a browser (no Origin header): not concerned.
         async with AsyncWebSocketClient("r", host="127.0.0.1", port=server.port):
             pass
+        assert len(asked) == 2
 
 
 async def test_tokens_accepted_expired_and_tampered_ones_refused() -> None:
@@ -536,3 +635,54 @@ async def test_edits_dropped_while_read_only_get_in_once_read_write_again() -> N
             text = watcher.doc.get("text", type=Text)
             await wait_until(watcher.doc, lambda: str(text) == "written while read-only")
             assert room._core.state() != before
+
+
+def attempt(port: int, path: str) -> str | int | None:
+    """Tries to connect: "refused" if no WebSocket opened, else the close code it got."""
+    try:
+        return close_code(port, path)
+    except (OSError, InvalidHandshake):
+        return "refused"
+
+
+async def test_shutdown_stops_accepting() -> None:
+    opened: list[str] = []
+    exiting, proceed = Event(), Event()
+
+    class SlowToClose(Room):
+        async def run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
+            try:
+                await super().run(task_status=task_status)
+            finally:
+                # Holds the server's exit here, after its clients were closed.
+                with CancelScope(shield=True):
+                    exiting.set()
+                    await proceed.wait()
+
+    def room_factory(id: str) -> Room:
+        opened.append(id)
+        return SlowToClose(id)
+
+    stop, stopped = Event(), Event()
+
+    async def serve(*, task_status: TaskStatus[int]) -> None:
+        async with AsyncWebSocketServer(room_factory, host="127.0.0.1", port=0) as server:
+            task_status.started(server.port)
+            await stop.wait()
+        stopped.set()
+
+    async with create_task_group() as task_group:
+        port = await task_group.start(serve)
+        async with AsyncWebSocketClient("doc", host="127.0.0.1", port=port, reconnect=False):
+            stop.set()
+            with fail_after(20):
+                await exiting.wait()
+            # The server is leaving its context: a newcomer gets no room.
+            assert not stopped.is_set()
+            assert await to_thread.run_sync(attempt, port, "/during") in ("refused", 1001)
+            proceed.set()
+            with fail_after(20):
+                await stopped.wait()
+        # And once it has left, nothing listens.
+        assert await to_thread.run_sync(attempt, port, "/after") == "refused"
+    assert opened == ["doc"]

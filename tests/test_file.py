@@ -11,6 +11,7 @@ from anyio import CancelScope, create_task_group, fail_after, sleep
 from pycrdt import Doc, Map, Text
 
 from helpers import wait_until
+from steady_stream import check_bounded, part, stream
 from update_files import (
     HEADER,
     encode_file,
@@ -102,6 +103,17 @@ async def test_write_delay_writes_without_closing(tmp_path: Path) -> None:
         text += "y"
         await wait_for_file(path, lambda p: text_in(p) == "xy")
         assert len(read_records(path)) == 1
+
+
+async def test_write_delay_is_bounded_for_a_steady_stream(tmp_path: Path) -> None:
+    """An edit every 20 ms for about 1.5 s, with `write_delay=0.2`: each edit waits at most
+    0.2 s, so the file fills while the stream goes on (the original restarted its wait on
+    every edit, and wrote nothing until the stream stopped)."""
+    path = tmp_path / "doc.y"
+    async with AsyncFileClient(path=path, write_delay=0.2) as client:
+        seen = await stream(client.doc.get("text", type=Text), path)
+    check_bounded(seen)
+    assert text_in(path) == "".join(part(i) for i in range(seen.edits))
 
 
 async def test_a_change_made_within_write_delay_of_a_cancelled_exit_is_written(

@@ -16,6 +16,7 @@ from anyio import TASK_STATUS_IGNORED, fail_after, sleep, sleep_forever
 from anyio.abc import TaskStatus
 from pycrdt import Doc, Map, Text
 
+from steady_stream import check_bounded, part, stream
 from update_files import encode_file, load_doc, read_records, text_in, text_updates
 from wire_file import (
     AsyncFileClient,
@@ -96,6 +97,19 @@ async def test_a_room_flushes_when_its_last_client_leaves(tmp_path: Path) -> Non
         assert text_in(tmp_path / "r_updates.y") == "flushed on close"
         async with AsyncWebSocketClient("r", host="127.0.0.1", port=server.port) as client:
             assert str(client.doc.get("text", type=Text)) == "flushed on close"
+
+
+async def test_a_file_rooms_write_delay_is_bounded_for_a_steady_stream(tmp_path: Path) -> None:
+    """A client's edit every 20 ms for about 1.5 s, into a `FileRoom` with `write_delay=0.2`:
+    the room's file fills while the stream goes on."""
+    path = tmp_path / "s_updates.y"
+    async with AsyncWebSocketServer(
+        file_room_factory(tmp_path, write_delay=0.2), host="127.0.0.1", port=0
+    ) as server:
+        async with AsyncWebSocketClient("s", host="127.0.0.1", port=server.port) as client:
+            seen = await stream(client.doc.get("text", type=Text), path)
+    check_bounded(seen)
+    assert text_in(path) == "".join(part(i) for i in range(seen.edits))
 
 
 async def test_a_squashing_file_room_keeps_one_record(tmp_path: Path) -> None:

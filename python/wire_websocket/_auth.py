@@ -1,9 +1,11 @@
 """Who may connect to a server, and what they may do: the request an authorization hook is
 shown, its decisions, and the connections it let in (to close or make read-only later).
 
-The native server asks Python through an eventfd-backed queue (`auth_fd`, `auth_requests()`);
+The native server asks Python through an eventfd-backed queue (`auth_fd`, `auth_events()`);
 each request is decided by the hook in a task of its own, bounded by a timeout, and the answer
-goes back with one native call. Rust never calls Python.
+goes back with one native call. A request whose connection stops waiting first (closed at the
+pre-authorization cap, gone, timed out, the server stopping) comes back on the same queue as
+withdrawn, and its hook is cancelled. Rust never calls Python.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from types import MappingProxyType
 from typing import Protocol
 from urllib.parse import parse_qs
 
-from anyio import move_on_after, wait_readable
+from anyio import CancelScope, move_on_after, wait_readable
 from anyio.abc import TaskGroup
 
 log = logging.getLogger("wire_websocket")
@@ -160,7 +162,7 @@ class Gate(Protocol):
 
     @property
     def auth_fd(self) -> int: ...
-    def auth_requests(self) -> list[NativeRequest]: ...
+    def auth_events(self) -> tuple[list[NativeRequest], list[int]]: ...
     def decide(
         self, id: int, allow: bool, read_only: bool, identity: str | None, code: int, reason: str
     ) -> bool: ...
@@ -169,11 +171,39 @@ class Gate(Protocol):
 async def serve_authorizations(
     gate: Gate, authorize: Authorize, timeout: float, task_group: TaskGroup
 ) -> None:
-    """Decides each request the native server queues, each in a task of its own."""
+    """Decides each request the native server queues, each in a task of its own, and cancels
+    the hook of a request the server withdraws (its connection no longer waits)."""
+    deciding: dict[int, CancelScope] = {}
     while True:
         await wait_readable(gate.auth_fd)
-        for native in gate.auth_requests():
-            task_group.start_soon(decide, gate, authorize, timeout, Request._from_native(native))
+        requests, withdrawn = gate.auth_events()
+        for id in withdrawn:
+            scope = deciding.pop(id, None)
+            if scope is not None:
+                # Cancelled even if its task has not entered it yet.
+                scope.cancel()
+        for native in requests:
+            request = Request._from_native(native)
+            scope = deciding[request.id] = CancelScope()
+            task_group.start_soon(_decide_in, scope, deciding, gate, authorize, timeout, request)
+
+
+async def _decide_in(
+    scope: CancelScope,
+    deciding: dict[int, CancelScope],
+    gate: Gate,
+    authorize: Authorize,
+    timeout: float,
+    request: Request,
+) -> None:
+    try:
+        with scope:
+            await decide(gate, authorize, timeout, request)
+    finally:
+        if deciding.get(request.id) is scope:
+            del deciding[request.id]
+    if scope.cancelled_caught:
+        log.debug("%s stopped waiting: its authorization hook was cancelled", request.path)
 
 
 async def decide(gate: Gate, authorize: Authorize, timeout: float, request: Request) -> None:

@@ -181,15 +181,20 @@ class WebSocketServer:
         max_pending_messages: int = ...,
         max_pending_bytes: int = ...,
     ) -> WebSocketServer:
-        """`authorize`: ask Python (`auth_requests()`) about connections without a token.
+        """`authorize`: ask Python (`auth_events()`) about connections without a token.
         ValueError for a token secret under 16 bytes."""
     def start(self, host: str, port: int) -> int:
         """Binds and starts serving; returns the bound port. Raises OSError if it cannot bind."""
     @property
     def auth_fd(self) -> int:
-        """Readable when `auth_requests()` has something; -1 without `authorize`."""
-    def auth_requests(self) -> list[tuple[int, str, str, str, list[tuple[str, str]], str, int]]:
-        """Connections waiting for a decision: (id, path, room, query, headers, host, port)."""
+        """Readable when `auth_events()` has something; -1 without `authorize`."""
+    def auth_events(
+        self,
+    ) -> tuple[list[tuple[int, str, str, str, list[tuple[str, str]], str, int]], list[int]]:
+        """What happened since the last call: connections now waiting for a decision, as
+        (id, path, room, query, headers, host, port), oldest first; and the ids of connections
+        that stopped waiting undecided since (closed at a cap or deadline, gone, or the server
+        stopping): the hook deciding one may be cancelled."""
     def decide(
         self, id: int, allow: bool, read_only: bool, identity: str | None, code: int, reason: str
     ) -> bool:

@@ -2,7 +2,9 @@
 //! what was decided about it, and the limits on what it may send before that is decided.
 //!
 //! Nothing here calls the hook: an `Authorizer` is handed the request and must return at once
-//! (the Python binding queues it for Python, which answers through `Connections::decide`).
+//! (the Python binding queues it for Python, which answers through `Connections::decide`), and
+//! is told when a request it was handed stops waiting undecided (`Asked`), so that it can stop
+//! deciding it.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -82,6 +84,46 @@ pub enum Decision {
 /// comes back through `Connections::decide`.
 pub trait Authorizer: Send + Sync + 'static {
     fn authorize(&self, request: Arc<Request>);
+
+    /// Request `id`, handed to `authorize`, no longer waits for a decision: the connection went
+    /// away, sent too much, ran out of time, or the server is stopping. A decision would go
+    /// nowhere, so whoever is deciding may stop. Called at most once per request, never for
+    /// one that was decided. Must not block.
+    fn withdraw(&self, id: u64);
+}
+
+/// A request handed to an authorizer and not decided yet: withdrawn from it when dropped
+/// unless `decided` was called first. However the wait for a decision ends (a deadline, a cap,
+/// the peer gone, the server stopping, the waiting future dropped), the authorizer hears of it.
+pub struct Asked<'a> {
+    authorizer: &'a dyn Authorizer,
+    id: u64,
+    decided: bool,
+}
+
+impl<'a> Asked<'a> {
+    /// Hands `request` to `authorizer`.
+    pub fn new(authorizer: &'a dyn Authorizer, request: &Arc<Request>) -> Self {
+        authorizer.authorize(request.clone());
+        Asked {
+            authorizer,
+            id: request.id,
+            decided: false,
+        }
+    }
+
+    /// The decision arrived: nothing to withdraw.
+    pub fn decided(mut self) {
+        self.decided = true;
+    }
+}
+
+impl Drop for Asked<'_> {
+    fn drop(&mut self) {
+        if !self.decided {
+            self.authorizer.withdraw(self.id);
+        }
+    }
 }
 
 /// How a server decides who gets in. The default lets everyone in, read-write.
@@ -236,6 +278,35 @@ mod tests {
         assert_eq!(leading_token(&late.into()), None);
         assert_eq!(leading_token(&Bytes::from_static(&[2, 0, 1, b'x'])), None);
         assert_eq!(leading_token(&Bytes::from_static(&[0xff])), None);
+    }
+
+    #[derive(Default)]
+    struct Recorder {
+        asked: std::sync::Mutex<Vec<u64>>,
+        withdrawn: std::sync::Mutex<Vec<u64>>,
+    }
+
+    impl Authorizer for Recorder {
+        fn authorize(&self, request: Arc<Request>) {
+            self.asked.lock().unwrap().push(request.id);
+        }
+        fn withdraw(&self, id: u64) {
+            self.withdrawn.lock().unwrap().push(id);
+        }
+    }
+
+    #[test]
+    fn a_request_not_decided_is_withdrawn_when_its_wait_ends() {
+        let recorder = Recorder::default();
+        let first = Arc::new(request(""));
+        let second = Arc::new(Request {
+            id: 2,
+            ..request("")
+        });
+        drop(Asked::new(&recorder, &first));
+        Asked::new(&recorder, &second).decided();
+        assert_eq!(*recorder.asked.lock().unwrap(), vec![1, 2]);
+        assert_eq!(*recorder.withdrawn.lock().unwrap(), vec![1]);
     }
 
     #[test]

@@ -36,8 +36,8 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{
-    leading_token, AuthConfig, Decision, PendingFrames, Request as JoinRequest, CLOSE_POLICY,
-    CLOSE_TRY_AGAIN, CLOSE_UNAUTHORIZED, TOKEN_PARAM,
+    leading_token, Asked, AuthConfig, Decision, PendingFrames, Request as JoinRequest,
+    CLOSE_POLICY, CLOSE_TRY_AGAIN, CLOSE_UNAUTHORIZED, TOKEN_PARAM,
 };
 use crate::connections::{Connections, Registration};
 use crate::queue::{CloseReason, FrameQueue, QueueLimits};
@@ -468,14 +468,22 @@ async fn admit(
     let Some(hook) = &auth.hook else {
         return Err(CloseReason::new(CLOSE_UNAUTHORIZED, "token required"));
     };
-    hook.authorize(request.clone());
+    // Dropped undecided (here, or with this future when the server stops), it tells the hook
+    // to stop deciding a connection that no longer waits.
+    let asked = Asked::new(hook.as_ref(), request);
     let mut decision = decision;
     loop {
         tokio::select! {
             decided = &mut decision => {
                 return match decided {
-                    Ok(Decision::Allow { access, identity }) => Ok((access, identity, pending.frames)),
-                    Ok(Decision::Deny(reason)) => Err(reason),
+                    Ok(Decision::Allow { access, identity }) => {
+                        asked.decided();
+                        Ok((access, identity, pending.frames))
+                    }
+                    Ok(Decision::Deny(reason)) => {
+                        asked.decided();
+                        Err(reason)
+                    }
                     Err(_) => Err(CloseReason::new(1011, "authorization failed")),
                 };
             }
@@ -744,11 +752,18 @@ mod tests {
 
     type Client = WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-    struct Hook(mpsc::UnboundedSender<Arc<JoinRequest>>);
+    /// Passes on the requests it is asked about and the ids of those withdrawn.
+    struct Hook(
+        mpsc::UnboundedSender<Arc<JoinRequest>>,
+        mpsc::UnboundedSender<u64>,
+    );
 
     impl Authorizer for Hook {
         fn authorize(&self, request: Arc<JoinRequest>) {
             let _ = self.0.send(request);
+        }
+        fn withdraw(&self, id: u64) {
+            let _ = self.1.send(id);
         }
     }
 
@@ -884,8 +899,9 @@ mod tests {
     #[tokio::test]
     async fn the_hook_decides_and_what_is_sent_meanwhile_is_capped() {
         let (tx, mut requests) = mpsc::unbounded_channel();
+        let (withdrawals, mut withdrawn) = mpsc::unbounded_channel();
         let auth = AuthConfig {
-            hook: Some(Arc::new(Hook(tx))),
+            hook: Some(Arc::new(Hook(tx, withdrawals))),
             timeout: Duration::from_millis(500),
             max_pending_frames: 4,
             ..AuthConfig::default()
@@ -906,7 +922,8 @@ mod tests {
             "no room for a denied connection"
         );
 
-        // A flood while the hook thinks: closed at the cap, never let in.
+        // A flood while the hook thinks: closed at the cap, never let in, and the hook is
+        // told it may stop.
         let mut flood = connect(&server, "/r").await;
         let request = requests.recv().await.unwrap();
         for _ in 0..10 {
@@ -919,6 +936,7 @@ mod tests {
             }
         }
         assert_eq!(until_closed(&mut flood).await.0, Some(CLOSE_POLICY));
+        assert_eq!(withdrawn.recv().await, Some(request.id));
         assert!(!connections.decide(
             request.id,
             Decision::Allow {
@@ -927,13 +945,21 @@ mod tests {
             }
         ));
 
-        // A hook that never answers: closed at the timeout.
+        // A hook that never answers: closed at the timeout, and withdrawn.
         let mut ignored = connect(&server, "/r").await;
-        requests.recv().await.unwrap();
+        let request = requests.recv().await.unwrap();
         assert_eq!(until_closed(&mut ignored).await.0, Some(CLOSE_TRY_AGAIN));
+        assert_eq!(withdrawn.recv().await, Some(request.id));
         assert!(registry.open_rooms().is_empty());
+
+        // A client that leaves while the hook thinks: withdrawn at once.
+        let mut gone = connect(&server, "/r").await;
+        let request = requests.recv().await.unwrap();
+        gone.close(None).await.unwrap();
+        assert_eq!(withdrawn.recv().await, Some(request.id));
+
         // Gone from the table once its socket is (its close answered, or a grace passed).
-        drop((denied, flood, ignored));
+        drop((denied, flood, ignored, gone));
         tokio::time::timeout(Duration::from_secs(5), async {
             while !connections.is_empty() {
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -941,7 +967,13 @@ mod tests {
         })
         .await
         .expect("every refused connection is forgotten");
+
+        // The server stopping withdraws what waits; the decided one never was.
+        let _waiting = connect(&server, "/r").await;
+        let request = requests.recv().await.unwrap();
         server.shutdown().await;
+        assert_eq!(withdrawn.recv().await, Some(request.id));
+        assert!(withdrawn.try_recv().is_err());
     }
 
     #[tokio::test]

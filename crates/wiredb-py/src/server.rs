@@ -2,8 +2,10 @@
 //! let Python run the user's room factory and the room's tasks).
 //!
 //! Who may connect is decided natively (origin, tokens) or by Python: requests for the hook are
-//! queued and an eventfd made readable (`auth_fd`, `auth_requests()`), Python answers with
-//! `decide()`. Python may also list a room's connections, close them or make them read-only.
+//! queued and an eventfd made readable (`auth_fd`, `auth_events()`), Python answers with
+//! `decide()`. A request that stops waiting undecided (its connection closed at a cap, gone,
+//! timed out, or the server stopping) is reported withdrawn on the same queue, so that Python
+//! cancels its hook. Python may also list a room's connections, close them or make them read-only.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -47,18 +49,33 @@ fn py_request(request: &Request) -> PyRequest {
     )
 }
 
-/// Requests waiting for the Python hook.
+/// Requests waiting for the Python hook, and the ids of those withdrawn since Python last
+/// looked.
 struct AuthQueue {
-    queue: Mutex<VecDeque<Arc<Request>>>,
+    queue: Mutex<AuthEvents>,
     fd: EventFd,
+}
+
+#[derive(Default)]
+struct AuthEvents {
+    requests: VecDeque<Arc<Request>>,
+    withdrawn: Vec<u64>,
+}
+
+impl AuthQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, AuthEvents> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Authorizer for AuthQueue {
     fn authorize(&self, request: Arc<Request>) {
-        self.queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back(request);
+        self.lock().requests.push_back(request);
+        self.fd.notify();
+    }
+
+    fn withdraw(&self, id: u64) {
+        self.lock().withdrawn.push(id);
         self.fd.notify();
     }
 }
@@ -127,7 +144,7 @@ impl WebSocketServer {
     ) -> PyResult<Self> {
         let hook = if authorize {
             Some(Arc::new(AuthQueue {
-                queue: Mutex::new(VecDeque::new()),
+                queue: Mutex::new(AuthEvents::default()),
                 fd: EventFd::new().map_err(errors::io_error)?,
             }))
         } else {
@@ -183,31 +200,40 @@ impl WebSocketServer {
         Ok(port)
     }
 
-    /// Readable when `auth_requests()` has something; -1 without a hook.
+    /// Readable when `auth_events()` has something; -1 without a hook.
     #[getter]
     fn auth_fd(&self) -> i32 {
         self.hook.as_ref().map_or(-1, |hook| hook.fd.raw())
     }
 
-    /// The connections waiting for the hook's decision, oldest first (those that went away
-    /// meanwhile left out).
-    fn auth_requests(&self) -> Vec<PyRequest> {
+    /// What happened since the last call: the connections now waiting for the hook's decision
+    /// (oldest first), and the ids of connections that stopped waiting undecided since (the
+    /// hook deciding one may be cancelled). A request withdrawn before this call handed it out
+    /// is left out of both lists.
+    fn auth_events(&self) -> (Vec<PyRequest>, Vec<u64>) {
         let Some(hook) = &self.hook else {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         };
+        // Cleared first: anything queued from here on makes the fd readable again.
         hook.fd.clear();
-        let requests: Vec<_> = hook
-            .queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-            .collect();
-        // One that left (or timed out) before Python got to it is not worth a hook call.
-        requests
+        let AuthEvents {
+            requests,
+            mut withdrawn,
+        } = std::mem::take(&mut *hook.lock());
+        withdrawn.sort_unstable();
+        // A request is queued before its withdrawal, so one withdrawn in this batch is either
+        // among these requests (never shown to Python) or was handed out earlier.
+        let fresh: Vec<_> = requests
             .iter()
+            .filter(|r| withdrawn.binary_search(&r.id).is_err())
             .filter(|r| self.connections.is_waiting(r.id))
             .map(|r| py_request(r))
-            .collect()
+            .collect();
+        let handed_out = withdrawn
+            .into_iter()
+            .filter(|id| !requests.iter().any(|r| r.id == *id))
+            .collect();
+        (fresh, handed_out)
     }
 
     /// The hook's decision about connection `id`: let in (read-only or not, with an identity)
