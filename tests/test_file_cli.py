@@ -5,9 +5,9 @@ server's `write(2)` for it returned), which the test sees by reading the file wh
 stream in. With `--write-delay 0`, an update is written as soon as the store's task runs after
 the room applied it, and from then on a killed server loses it no more (it is in the kernel's
 page cache; with `--fsync always` it is fsynced too). The room relays an update to its peers
-without waiting for that write, so a peer may have received an edit that a kill then loses
-from the file: the stronger "relayed" case is marked as expected to fail, and the peer's
-resync after reconnecting brings the edit back (tested).
+without waiting for that write (persisting first would add a write, or an fsync, to every
+edit's latency), so a peer may have received an edit that a kill then loses from the file;
+the peer's resync after reconnecting brings it back (tested below).
 """
 
 from __future__ import annotations
@@ -135,29 +135,11 @@ def check_no_hole(served: set[str]) -> None:
         assert indices == set(range(max(indices) + 1)), f"a hole in round {round}"
 
 
-@pytest.mark.parametrize(
-    "acknowledged_when",
-    [
-        "written",
-        pytest.param(
-            "relayed",
-            marks=pytest.mark.xfail(
-                reason="the server relays an update to its peers before its store writes it: "
-                "a kill between the two loses an edit a peer saw (the peer sends it again "
-                "when it reconnects, as it is in its document)",
-                strict=False,
-            ),
-        ),
-    ],
-)
-async def test_a_killed_server_restarted_serves_every_acknowledged_edit(
-    tmp_path: Path, acknowledged_when: str
-) -> None:
+async def test_a_killed_server_restarted_serves_every_acknowledged_edit(tmp_path: Path) -> None:
     """`wiredb serve --fsync always` is killed (SIGKILL) three times, each time at a random
     point of a stream of edits that a second client watches. An edit counts as acknowledged
-    once its record is complete in the room's file ("written", the store's promise), or once
-    the second client received it from the server ("relayed"). Each restart serves every edit
-    acknowledged before any kill, with no hole."""
+    once its record is complete in the room's file (the store's promise). Each restart serves
+    every edit acknowledged before any kill, with no hole."""
     data = tmp_path / "data"
     path = data / "stream_updates.y"
     seed = random.randrange(1 << 32)
@@ -195,10 +177,7 @@ async def test_a_killed_server_restarted_serves_every_acknowledged_edit(
                             lambda: str(text).count(f",{round}.") >= target,  # noqa: B023
                             timeout=60,
                         )
-                        if acknowledged_when == "relayed":
-                            acknowledged |= parts_of(str(text))
-                        else:
-                            acknowledged |= parts_of(complete_records_text(path))
+                        acknowledged |= parts_of(complete_records_text(path))
                         process.send_signal(signal.SIGKILL)  # mid-stream
                         process.wait(timeout=20)
                         tg.cancel_scope.cancel()
@@ -211,7 +190,7 @@ async def test_a_killed_server_restarted_serves_every_acknowledged_edit(
 
 
 async def test_edits_a_kill_lost_come_back_with_the_client_that_saw_them(tmp_path: Path) -> None:
-    """What the "relayed" case above loses is not lost to the room: the peer that received it
+    """What a kill loses from the file is not lost to the room: a peer that received it
     has it in its document, and its resync after reconnecting sends it back."""
     data = tmp_path / "data"
     args = ("--directory", str(data), "--fsync", "always")
