@@ -690,6 +690,10 @@ async fn write_loop(writer: Writer) {
         };
         // tungstenite's answers first (they answer what the peer sent before), then the batch.
         let (mut batch, answered_close) = control.take();
+        if !frames.is_empty() {
+            // Sized once: a header is at most 10 bytes (and a ping 2, a close frame 127).
+            batch.reserve(frames.iter().map(|f| f.len() + 10).sum::<usize>() + 2 + 127);
+        }
         let closed = if answered_close {
             // The peer closed and tungstenite answered: nothing may follow a close frame.
             Some(CloseReason::normal())
