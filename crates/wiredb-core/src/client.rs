@@ -4,17 +4,26 @@
 //!
 //! Local updates waiting to be sent are merged into one message when more than one is pending,
 //! so a burst of edits costs one frame and the outbound queue stays small.
+//!
+//! A connection can die without a word (a NAT mapping expired, a network gone: no FIN, no RST):
+//! the keepalive pings the server once nothing was heard from it for a while, and declares the
+//! connection lost (1006) once nothing at all, a pong included, was heard for longer.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::WebSocketStream;
 
 use crate::guard::{self, GuardLimits};
 use crate::protocol::Message;
@@ -149,6 +158,42 @@ impl Outbound {
     }
 }
 
+/// When a client pings its server, and when it gives up on a silent one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Ping the server once nothing was heard from it for this long (None: never ping).
+    pub ping_interval: Option<Duration>,
+    /// Close the connection as lost (1006) once nothing at all, a pong included, was heard
+    /// from the server for this long; also the time a connection may take to open (None:
+    /// wait forever).
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Keepalive {
+    /// Pings after 20 s of silence: within the idle timeouts of NATs and load balancers, and
+    /// of servers that drop quiet clients (wiredb's: 90 s).
+    pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(20);
+    /// Lost after 60 s of silence: two pings went unanswered, and a server that pings every
+    /// 30 s (wiredb's, y-websocket's) keeps the connection alive with its pings alone, even
+    /// while ours wait behind a large message on the way out.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+    /// Neither pings nor gives up.
+    pub const OFF: Keepalive = Keepalive {
+        ping_interval: None,
+        idle_timeout: None,
+    };
+}
+
+impl Default for Keepalive {
+    fn default() -> Self {
+        Keepalive {
+            ping_interval: Some(Self::DEFAULT_PING_INTERVAL),
+            idle_timeout: Some(Self::DEFAULT_IDLE_TIMEOUT),
+        }
+    }
+}
+
 /// A client connection as seen by the local document.
 pub struct WsClient {
     pub outbound: Arc<Outbound>,
@@ -164,6 +209,7 @@ pub fn connect(
     inbound: Arc<FrameQueue>,
     max_message_bytes: usize,
     limits: GuardLimits,
+    keepalive: Keepalive,
 ) -> WsClient {
     let outbound = Arc::new(Outbound::new(limits));
     let client = WsClient {
@@ -179,8 +225,15 @@ pub fn connect(
         let closer = CloseOnDrop(inbound.clone());
         // Closed only once `run` returned and dropped the socket, so that a closed link has
         // released its descriptor.
-        let (Ok(reason) | Err(reason)) =
-            run(&url, headers, &outbound, &inbound, max_message_bytes).await;
+        let (Ok(reason) | Err(reason)) = run(
+            &url,
+            headers,
+            &outbound,
+            &inbound,
+            max_message_bytes,
+            keepalive,
+        )
+        .await;
         inbound.close(reason);
         drop(closer);
     });
@@ -205,6 +258,7 @@ async fn run(
     outbound: &Outbound,
     inbound: &FrameQueue,
     max_message_bytes: usize,
+    keepalive: Keepalive,
 ) -> Result<CloseReason, CloseReason> {
     let failed = |what: &str, error: &dyn std::fmt::Display| {
         CloseReason::new(1006, format!("{what} {url}: {error}"))
@@ -226,36 +280,66 @@ async fn run(
         // plenty for a stream of small updates (a larger message grows it as needed).
         .read_buffer_size(16 << 10)
         .write_buffer_size(64 << 10);
-    let (ws, _) =
-        tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, None)
+    let handshake =
+        tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, None);
+    // A server that never answers the handshake (a blackholed route) is as silent as a dead
+    // connection: the same timeout applies.
+    let connected = match keepalive.idle_timeout {
+        Some(timeout) => tokio::time::timeout(timeout, handshake)
             .await
-            .map_err(|e| match e {
-                // Refused by HTTP (an origin not allowed, a proxy's 401...): reported as the
-                // application close code 4000 + status, so that clients do not retry it.
-                tokio_tungstenite::tungstenite::Error::Http(response)
-                    if response.status().is_client_error() =>
-                {
-                    CloseReason::new(
-                        4000 + response.status().as_u16(),
-                        format!("{url} refused the connection: {}", response.status()),
-                    )
-                }
-                e => failed("cannot connect to", &e),
-            })?;
+            .map_err(|_| failed("timed out connecting to", &format_args!("{timeout:?}")))?,
+        None => handshake.await,
+    };
+    let (ws, _) = connected.map_err(|e| match e {
+        // Refused by HTTP (an origin not allowed, a proxy's 401...): reported as the
+        // application close code 4000 + status, so that clients do not retry it.
+        tokio_tungstenite::tungstenite::Error::Http(response)
+            if response.status().is_client_error() =>
+        {
+            CloseReason::new(
+                4000 + response.status().as_u16(),
+                format!("{url} refused the connection: {}", response.status()),
+            )
+        }
+        e => failed("cannot connect to", &e),
+    })?;
+    Ok(pump(ws, outbound, inbound, keepalive).await)
+}
+
+/// Moves frames between an open WebSocket and the local document's queues until the
+/// connection ends; returns why it ended.
+async fn pump<S>(
+    ws: WebSocketStream<S>,
+    outbound: &Outbound,
+    inbound: &FrameQueue,
+    keepalive: Keepalive,
+) -> CloseReason
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let (mut sink, mut stream) = ws.split();
+    // When the server was last heard from, in nanoseconds since `started` (the reader sets it,
+    // the keepalive reads it).
+    let started = Instant::now();
+    let heard = AtomicU64::new(0);
+    let ping_due = AtomicBool::new(false);
 
     let writer = async {
         loop {
             let notified = outbound.notify.notified();
             let (frames, closing) = outbound.take();
+            let ping = ping_due.swap(false, Ordering::Relaxed);
+            if ping {
+                sink.feed(WsMessage::Ping(Bytes::new())).await?;
+            }
             for frame in &frames {
                 sink.feed(WsMessage::Binary(frame.clone())).await?;
             }
-            if !frames.is_empty() {
+            if !frames.is_empty() || ping {
                 sink.flush().await?;
-                if outbound.flushed() {
-                    inbound.wake();
-                }
+            }
+            if !frames.is_empty() && outbound.flushed() {
+                inbound.wake();
             }
             if let Some(reason) = closing {
                 let frame = CloseFrame {
@@ -265,13 +349,15 @@ async fn run(
                 sink.send(WsMessage::Close(Some(frame))).await?;
                 return Ok::<(), tokio_tungstenite::tungstenite::Error>(());
             }
-            if frames.is_empty() {
+            if frames.is_empty() && !ping {
                 notified.await;
             }
         }
     };
     let reader = async {
         while let Some(message) = stream.next().await {
+            // Anything at all, a ping or a pong included, shows the connection is alive.
+            heard.store(nanos_since(started), Ordering::Relaxed);
             match message {
                 Ok(WsMessage::Binary(frame)) => {
                     if !inbound.push_wait(frame).await {
@@ -291,18 +377,60 @@ async fn run(
     };
     tokio::pin!(writer, reader);
     let mut writer_done = false;
+    // The last ping, in time since `started`.
+    let mut pinged = Duration::ZERO;
     // The reader decides when the connection ends (the peer answers our close frame with its
-    // own); a writer error ends it too.
-    let reason = loop {
+    // own); a writer error ends it too, and so does a silence longer than the idle timeout
+    // (an unanswered close frame included).
+    loop {
+        let last_heard = Duration::from_nanos(heard.load(Ordering::Relaxed));
+        let idle_at = keepalive.idle_timeout.map(|t| started + last_heard + t);
+        // No pings once the writer is done (it sent our close frame, or failed).
+        let ping_at = keepalive
+            .ping_interval
+            .filter(|_| !writer_done)
+            .map(|t| started + last_heard.max(pinged) + t);
+        let wake_at = idle_at.into_iter().chain(ping_at).min();
         tokio::select! {
-            reason = &mut reader => break reason,
+            reason = &mut reader => return reason,
             result = &mut writer, if !writer_done => {
                 writer_done = true;
                 if let Err(error) = result {
-                    break CloseReason::new(1006, format!("connection lost: {error}"));
+                    return CloseReason::new(1006, format!("connection lost: {error}"));
+                }
+            }
+            () = sleep_until(wake_at), if wake_at.is_some() => {
+                let now = Instant::now();
+                let last_heard = Duration::from_nanos(heard.load(Ordering::Relaxed));
+                let silence = now.saturating_duration_since(started + last_heard);
+                if let Some(timeout) = keepalive.idle_timeout {
+                    if silence >= timeout {
+                        return CloseReason::new(
+                            1006,
+                            format!("connection lost: nothing heard for {silence:?}"),
+                        );
+                    }
+                }
+                if let Some(interval) = keepalive.ping_interval {
+                    let since_ping = now.saturating_duration_since(started + pinged);
+                    if silence >= interval && since_ping >= interval && !writer_done {
+                        pinged = now.saturating_duration_since(started);
+                        ping_due.store(true, Ordering::Relaxed);
+                        outbound.notify.notify_one();
+                    }
                 }
             }
         }
-    };
-    Ok(reason)
+    }
+}
+
+fn nanos_since(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
