@@ -434,3 +434,295 @@ async fn sleep_until(at: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::decode_frame;
+    use crate::queue::QueueLimits;
+    use crate::registry::Registry;
+    use crate::room::RoomLimits;
+    use crate::server::{Server, ServerConfig};
+    use crate::wake::Waker;
+    use tokio::io::AsyncReadExt;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    /// A client's inbound queue, read from tokio.
+    struct Inbox {
+        queue: Arc<FrameQueue>,
+        notify: Arc<Notify>,
+    }
+
+    impl Inbox {
+        fn new() -> Self {
+            let notify = Arc::new(Notify::new());
+            let queue = Arc::new(FrameQueue::new(
+                QueueLimits::default(),
+                Waker::Tokio(notify.clone()),
+            ));
+            Inbox { queue, notify }
+        }
+
+        /// Reads messages until `until` returns true for one; returns every message read.
+        /// Panics if the connection closes first.
+        async fn read_until(&self, until: impl Fn(&Message) -> bool) -> Vec<Message> {
+            let mut seen = Vec::new();
+            tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    let notified = self.notify.notified();
+                    let drained = self.queue.drain();
+                    for frame in &drained.frames {
+                        for message in decode_frame(frame).expect("a valid frame") {
+                            let done = until(&message);
+                            seen.push(message);
+                            if done {
+                                return;
+                            }
+                        }
+                    }
+                    assert!(drained.closed.is_none(), "closed: {:?}", drained.closed);
+                    notified.await;
+                }
+            })
+            .await
+            .expect("the message came");
+            seen
+        }
+
+        /// Waits until the connection is over; returns why.
+        async fn closed(&self) -> CloseReason {
+            tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    let notified = self.notify.notified();
+                    if let Some(reason) = self.queue.drain().closed {
+                        return reason;
+                    }
+                    notified.await;
+                }
+            })
+            .await
+            .expect("the connection ended")
+        }
+    }
+
+    /// One insertion into text "t" by a client of its own.
+    fn edit(text: &str) -> Bytes {
+        let doc = yrs::Doc::new();
+        let t = doc.get_or_insert_text("t");
+        let mut txn = yrs::Transact::transact_mut(&doc);
+        yrs::Text::insert(&t, &mut txn, 0, text);
+        yrs::TransactionMut::encode_update_v1(&txn).into()
+    }
+
+    fn text_of(update: &Bytes) -> String {
+        let doc = yrs::Doc::new();
+        let t = doc.get_or_insert_text("t");
+        crate::guard::apply_update(&doc, update, &GuardLimits::default()).expect("an update");
+        let txn = yrs::Transact::transact(&doc);
+        yrs::GetString::get_string(&t, &txn)
+    }
+
+    fn is_update_with(message: &Message, text: &str) -> bool {
+        matches!(message, Message::Update(update) if text_of(update) == text)
+    }
+
+    /// Connects to `room` and syncs (the room sends live updates to a peer once it answered
+    /// the peer's sync step 1).
+    async fn joined(server: &Server, room: &str, keepalive: Keepalive) -> (WsClient, Inbox) {
+        let inbox = Inbox::new();
+        let url = format!("ws://{}/{room}", server.local_addr());
+        let client = connect(
+            &url,
+            Vec::new(),
+            inbox.queue.clone(),
+            1 << 20,
+            GuardLimits::default(),
+            keepalive,
+        );
+        let step1 = Message::SyncStep1(Bytes::from_static(&[0])).encode();
+        assert!(client.outbound.send_frame(step1));
+        inbox
+            .read_until(|m| matches!(m, Message::SyncStep2(_)))
+            .await;
+        (client, inbox)
+    }
+
+    #[tokio::test]
+    async fn two_clients_exchange_updates_through_a_server_without_echo() {
+        let registry = Registry::new(None, RoomLimits::default());
+        let server = Server::bind("127.0.0.1:0", registry, ServerConfig::default())
+            .await
+            .unwrap();
+        let (a, a_in) = joined(&server, "r", Keepalive::default()).await;
+        let (b, b_in) = joined(&server, "r", Keepalive::default()).await;
+
+        assert!(a.outbound.send_update(edit("from a")));
+        b_in.read_until(|m| is_update_with(m, "from a")).await;
+        // b's answer reaches a after anything the room sent a about a's own update: a sees
+        // b's update, and never its own before it.
+        assert!(b.outbound.send_update(edit("from b")));
+        let seen = a_in.read_until(|m| is_update_with(m, "from b")).await;
+        assert!(
+            !seen.iter().any(|m| is_update_with(m, "from a")),
+            "a got its own update back"
+        );
+
+        // Closing ends the connection. (Its code is not checked: the server drops the socket
+        // instead of answering a client's close frame, which the client reads as 1006.)
+        a.outbound.close(CloseReason::normal());
+        a_in.closed().await;
+        assert!(!a.outbound.unsent());
+        // A server that stops closes its clients with 1001.
+        server.shutdown().await;
+        assert_eq!(b_in.closed().await.code, 1001);
+    }
+
+    /// The frames a client wrote, as (opcode, payload length) pairs; client frames are masked.
+    fn client_frames(mut bytes: &[u8]) -> Vec<(u8, usize)> {
+        let mut frames = Vec::new();
+        while bytes.len() >= 2 {
+            let opcode = bytes[0] & 0x0f;
+            let (len, header) = match bytes[1] & 0x7f {
+                126 => (usize::from(u16::from_be_bytes([bytes[2], bytes[3]])), 4),
+                127 => panic!("no large frames here"),
+                n => (usize::from(n), 2),
+            };
+            frames.push((opcode, len));
+            bytes = &bytes[header + 4 + len..];
+        }
+        frames
+    }
+
+    const PING: u8 = 0x9;
+
+    /// A client over an in-memory stream whose other end reads everything and never writes:
+    /// its pings go unanswered.
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_never_answers_is_lost_after_the_idle_timeout() {
+        let (near, mut far) = tokio::io::duplex(64 << 10);
+        let ws = WebSocketStream::from_raw_socket(near, Role::Client, None).await;
+        let reading = tokio::spawn(async move {
+            let mut bytes = Vec::new();
+            far.read_to_end(&mut bytes).await.map(|_| bytes)
+        });
+        let keepalive = Keepalive {
+            ping_interval: Some(Duration::from_secs(1)),
+            idle_timeout: Some(Duration::from_secs(3)),
+        };
+        let outbound = Outbound::new(GuardLimits::default());
+        let inbox = Inbox::new();
+        let started = Instant::now();
+        let reason = pump(ws, &outbound, &inbox.queue, keepalive).await;
+        let after = started.elapsed();
+        assert_eq!(reason.code, 1006, "{reason:?}");
+        assert!(
+            (Duration::from_secs(3)..Duration::from_secs(4)).contains(&after),
+            "lost after {after:?}"
+        );
+        // The stream is dropped with `pump`: the far end reads to its end. Pings at 1 s and
+        // 2 s, then silence until 3 s.
+        let written = reading.await.unwrap().unwrap();
+        assert_eq!(client_frames(&written), vec![(PING, 0), (PING, 0)]);
+    }
+
+    /// A server that says nothing but answers pings keeps the connection alive indefinitely.
+    #[tokio::test(start_paused = true)]
+    async fn pongs_keep_a_quiet_connection_alive() {
+        let (near, far) = tokio::io::duplex(64 << 10);
+        let ws = WebSocketStream::from_raw_socket(near, Role::Client, None).await;
+        let server = tokio::spawn(async move {
+            let mut peer = WebSocketStream::from_raw_socket(far, Role::Server, None).await;
+            let mut pings = 0;
+            // tungstenite answers each ping as it reads on.
+            while let Some(Ok(message)) = peer.next().await {
+                if message.is_ping() {
+                    pings += 1;
+                }
+            }
+            pings
+        });
+        let keepalive = Keepalive {
+            ping_interval: Some(Duration::from_secs(1)),
+            idle_timeout: Some(Duration::from_secs(3)),
+        };
+        let outbound = Outbound::new(GuardLimits::default());
+        let inbox = Inbox::new();
+        let alive = tokio::time::timeout(
+            Duration::from_secs(60),
+            pump(ws, &outbound, &inbox.queue, keepalive),
+        )
+        .await;
+        assert!(alive.is_err(), "ended: {alive:?}");
+        // A ping each second of silence.
+        let pings = server.await.unwrap();
+        assert!((55..=60).contains(&pings), "{pings} pings");
+    }
+
+    /// Pings wait for silence: a server that keeps talking is never pinged.
+    #[tokio::test(start_paused = true)]
+    async fn a_talking_server_is_not_pinged() {
+        let (near, far) = tokio::io::duplex(64 << 10);
+        let ws = WebSocketStream::from_raw_socket(near, Role::Client, None).await;
+        let server = tokio::spawn(async move {
+            let mut peer = WebSocketStream::from_raw_socket(far, Role::Server, None).await;
+            let mut pings = 0;
+            loop {
+                tokio::select! {
+                    message = peer.next() => match message {
+                        Some(Ok(message)) => pings += usize::from(message.is_ping()),
+                        _ => return pings,
+                    },
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {
+                        let update = Message::Update(edit("x")).encode();
+                        if peer.send(WsMessage::Binary(update)).await.is_err() {
+                            return pings;
+                        }
+                    }
+                }
+            }
+        });
+        let keepalive = Keepalive {
+            ping_interval: Some(Duration::from_secs(1)),
+            idle_timeout: Some(Duration::from_secs(3)),
+        };
+        let outbound = Outbound::new(GuardLimits::default());
+        let inbox = Inbox::new();
+        let drain = async {
+            loop {
+                let notified = inbox.notify.notified();
+                inbox.queue.drain();
+                notified.await;
+            }
+        };
+        let alive = tokio::time::timeout(Duration::from_secs(20), async {
+            tokio::join!(pump(ws, &outbound, &inbox.queue, keepalive), drain).0
+        })
+        .await;
+        assert!(alive.is_err(), "ended: {alive:?}");
+        assert_eq!(server.await.unwrap(), 0);
+    }
+
+    /// A server that accepts the TCP connection and never answers the handshake.
+    #[tokio::test]
+    async fn a_handshake_never_answered_times_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/r", listener.local_addr().unwrap());
+        let inbox = Inbox::new();
+        let keepalive = Keepalive {
+            ping_interval: None,
+            idle_timeout: Some(Duration::from_millis(200)),
+        };
+        let _client = connect(
+            &url,
+            Vec::new(),
+            inbox.queue.clone(),
+            1 << 20,
+            GuardLimits::default(),
+            keepalive,
+        );
+        let (_held, _) = listener.accept().await.unwrap();
+        let reason = inbox.closed().await;
+        assert_eq!(reason.code, 1006);
+        assert!(reason.reason.contains("timed out"), "{reason:?}");
+    }
+}
