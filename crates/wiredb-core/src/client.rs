@@ -3,12 +3,14 @@
 //! queue (drained by the local document, which applies everything pending at once).
 //!
 //! Local updates waiting to be sent are merged into one message when more than one is pending,
-//! so a burst of edits costs one frame and the outbound queue stays small.
+//! so a burst of edits costs one frame and the outbound queue stays small; an awareness state
+//! waiting to be sent is replaced by the same client's newer one.
 //!
 //! A connection can die without a word (a NAT mapping expired, a network gone: no FIN, no RST):
 //! the keepalive pings the server once nothing was heard from it for a while, and declares the
 //! connection lost (1006) once nothing at all, a pong included, was heard for longer.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -25,6 +27,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
 
+use crate::awareness;
 use crate::guard::{self, GuardLimits};
 use crate::protocol::Message;
 use crate::queue::{CloseReason, FrameQueue};
@@ -35,6 +38,9 @@ const MERGE_THRESHOLD: usize = 64;
 #[derive(Default)]
 struct OutState {
     frames: Vec<Bytes>,
+    /// For each client whose awareness state waits in `frames` (alone in its message): its
+    /// frame's index and clock, so that a newer state replaces it.
+    awareness: HashMap<u64, (usize, u64)>,
     updates: Vec<Bytes>,
     closing: Option<CloseReason>,
     /// Taken by the writer and not yet flushed to the socket.
@@ -43,8 +49,9 @@ struct OutState {
     wake_when_sent: bool,
 }
 
-/// What the local side sends. Never blocks and never drops: control frames are few, and pending
-/// updates are merged.
+/// What the local side sends. Never blocks and never drops anything that matters: control
+/// frames are few, pending updates are merged, and a client's pending awareness state is
+/// replaced by its newer one.
 pub struct Outbound {
     state: Mutex<OutState>,
     notify: Notify,
@@ -69,6 +76,40 @@ impl Outbound {
         let mut state = self.lock();
         if state.closing.is_some() {
             return false;
+        }
+        state.frames.push(frame);
+        drop(state);
+        self.notify.notify_one();
+        true
+    }
+
+    /// Queues an awareness update (the payload of an awareness message). Only a client's latest
+    /// state matters: one that replaces a state of the same client still waiting to be sent
+    /// takes its place, so a client that changes its state faster than the connection sends
+    /// queues one message, not one per change. Returns false once closing.
+    pub fn send_awareness(&self, payload: Bytes) -> bool {
+        // Coalesced only when it is about one client (a local client's own state always is).
+        let single = match awareness::decode_update(&payload).as_deref() {
+            Ok([entry]) => Some((entry.client, entry.clock)),
+            _ => None,
+        };
+        let frame = Message::Awareness(payload).encode();
+        let mut state = self.lock();
+        if state.closing.is_some() {
+            return false;
+        }
+        if let Some((client, clock)) = single {
+            if let Some(&(index, queued)) = state.awareness.get(&client) {
+                // A peer takes a state at a newer clock, or at the same clock if it is the
+                // removal (null) of the state before; an older clock it ignores.
+                if clock >= queued {
+                    state.frames[index] = frame;
+                    state.awareness.insert(client, (index, clock));
+                }
+                return true;
+            }
+            let index = state.frames.len();
+            state.awareness.insert(client, (index, clock));
         }
         state.frames.push(frame);
         drop(state);
@@ -144,6 +185,7 @@ impl Outbound {
         let mut state = self.lock();
         state.in_flight = !state.frames.is_empty() || !state.updates.is_empty();
         let mut frames = std::mem::take(&mut state.frames);
+        state.awareness.clear();
         let updates = std::mem::take(&mut state.updates);
         match updates.len() {
             0 => {}
@@ -575,6 +617,53 @@ mod tests {
         // A server that stops closes its clients with 1001.
         server.shutdown().await;
         assert_eq!(b_in.closed().await.code, 1001);
+    }
+
+    fn awareness_of(client: u64, clock: u64, state: &str) -> Bytes {
+        awareness::encode_update([(client, clock, state.as_bytes())])
+    }
+
+    fn awareness_frame(client: u64, clock: u64, state: &str) -> Bytes {
+        Message::Awareness(awareness_of(client, clock, state)).encode()
+    }
+
+    #[test]
+    fn queued_awareness_states_are_coalesced_per_client() {
+        let outbound = Outbound::new(GuardLimits::default());
+        let step1 = Message::SyncStep1(Bytes::from_static(&[0])).encode();
+        assert!(outbound.send_awareness(awareness_of(7, 1, r#"{"cursor":1}"#)));
+        assert!(outbound.send_frame(step1.clone()));
+        for clock in 2..=1000 {
+            let state = format!(r#"{{"cursor":{clock}}}"#);
+            assert!(outbound.send_awareness(awareness_of(7, clock, &state)));
+        }
+        assert!(outbound.send_awareness(awareness_of(8, 5, "{}")));
+        // Older than what waits: a peer would ignore it.
+        assert!(outbound.send_awareness(awareness_of(7, 3, "{}")));
+        // The removal of the latest state, at its clock, replaces it.
+        assert!(outbound.send_awareness(awareness_of(8, 5, "null")));
+        // Several clients in one message are left as they are.
+        let both = awareness::encode_update([(7, 2000, &b"{}"[..]), (8, 2000, &b"{}"[..])]);
+        assert!(outbound.send_awareness(both.clone()));
+        assert!(outbound.send_awareness(both.clone()));
+        let (frames, closing) = outbound.take();
+        assert_eq!(closing, None);
+        assert_eq!(
+            frames,
+            vec![
+                awareness_frame(7, 1000, r#"{"cursor":1000}"#),
+                step1,
+                awareness_frame(8, 5, "null"),
+                Message::Awareness(both.clone()).encode(),
+                Message::Awareness(both).encode(),
+            ]
+        );
+        // Once taken, the next state is a frame of its own.
+        assert!(outbound.send_awareness(awareness_of(7, 1001, "{}")));
+        assert!(outbound.send_awareness(awareness_of(7, 1002, "{}")));
+        assert_eq!(outbound.take().0, vec![awareness_frame(7, 1002, "{}")]);
+        outbound.close(CloseReason::normal());
+        assert!(!outbound.send_awareness(awareness_of(7, 1003, "{}")));
     }
 
     /// The frames a client wrote, as (opcode, payload length) pairs; client frames are masked.

@@ -89,6 +89,7 @@ impl Endpoint {
             Link::Remote(outbound) => {
                 match message {
                     Message::Update(update) => outbound.send_update(update),
+                    Message::Awareness(payload) => outbound.send_awareness(payload),
                     other => outbound.send_frame(other.encode()),
                 };
                 Ok(())
