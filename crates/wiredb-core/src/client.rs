@@ -11,16 +11,20 @@
 //! connection lost (1006) once nothing at all, a pong included, was heard for longer.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::error::UrlError;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -322,8 +326,8 @@ async fn run(
         // plenty for a stream of small updates (a larger message grows it as needed).
         .read_buffer_size(16 << 10)
         .write_buffer_size(64 << 10);
-    let handshake =
-        tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, None);
+    let liveness = Arc::new(Liveness::new());
+    let handshake = open(request, config, liveness.clone());
     // A server that never answers the handshake (a blackholed route) is as silent as a dead
     // connection: the same timeout applies.
     let connected = match keepalive.idle_timeout {
@@ -345,13 +349,130 @@ async fn run(
         }
         e => failed("cannot connect to", &e),
     })?;
-    Ok(pump(ws, outbound, inbound, keepalive).await)
+    Ok(pump(ws, &liveness, outbound, inbound, keepalive).await)
+}
+
+/// Opens the TCP connection (through `Heard`, so that every byte received counts as a sign of
+/// life, the middle of a large message included), then TLS for wss, then the WebSocket.
+async fn open(
+    request: tokio_tungstenite::tungstenite::handshake::client::Request,
+    config: WebSocketConfig,
+    liveness: Arc<Liveness>,
+) -> Result<
+    (
+        WebSocketStream<tokio_tungstenite::MaybeTlsStream<Heard<TcpStream>>>,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    tokio_tungstenite::tungstenite::Error,
+> {
+    use tokio_tungstenite::tungstenite::Error;
+    let uri = request.uri();
+    let host = uri.host().ok_or(Error::Url(UrlError::NoHostName))?;
+    // An IPv6 address comes in brackets.
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+        .to_owned();
+    let port = uri
+        .port_u16()
+        .or(match uri.scheme_str() {
+            Some("wss") => Some(443),
+            Some("ws") => Some(80),
+            _ => None,
+        })
+        .ok_or(Error::Url(UrlError::UnsupportedUrlScheme))?;
+    let socket = TcpStream::connect((host.as_str(), port)).await?;
+    socket.set_nodelay(true)?;
+    let stream = Heard {
+        inner: socket,
+        liveness,
+    };
+    tokio_tungstenite::client_async_tls_with_config(request, stream, Some(config), None).await
+}
+
+/// When the server was last heard from.
+struct Liveness {
+    started: Instant,
+    /// Nanoseconds from `started` to the last time something was read.
+    heard: AtomicU64,
+}
+
+impl Liveness {
+    fn new() -> Self {
+        Liveness {
+            started: Instant::now(),
+            heard: AtomicU64::new(0),
+        }
+    }
+
+    /// Something was heard now.
+    fn mark(&self) {
+        let nanos = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.heard.store(nanos, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.started + Duration::from_nanos(self.heard.load(Ordering::Relaxed))
+    }
+}
+
+/// A stream that marks `liveness` whenever it reads a byte.
+struct Heard<S> {
+    inner: S,
+    liveness: Arc<Liveness>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Heard<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.liveness.mark();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Heard<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
 }
 
 /// Moves frames between an open WebSocket and the local document's queues until the
-/// connection ends; returns why it ended.
+/// connection ends; returns why it ended. `liveness` is marked by the stream under `ws`.
 async fn pump<S>(
     ws: WebSocketStream<S>,
+    liveness: &Liveness,
     outbound: &Outbound,
     inbound: &FrameQueue,
     keepalive: Keepalive,
@@ -360,11 +481,10 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut sink, mut stream) = ws.split();
-    // When the server was last heard from, in nanoseconds since `started` (the reader sets it,
-    // the keepalive reads it).
-    let started = Instant::now();
-    let heard = AtomicU64::new(0);
     let ping_due = AtomicBool::new(false);
+    // The reader waits for the local side to make room: it reads nothing meanwhile, and that
+    // silence is ours, not the server's.
+    let stalled = AtomicBool::new(false);
 
     let writer = async {
         loop {
@@ -398,11 +518,12 @@ where
     };
     let reader = async {
         while let Some(message) = stream.next().await {
-            // Anything at all, a ping or a pong included, shows the connection is alive.
-            heard.store(nanos_since(started), Ordering::Relaxed);
             match message {
                 Ok(WsMessage::Binary(frame)) => {
-                    if !inbound.push_wait(frame).await {
+                    stalled.store(true, Ordering::Relaxed);
+                    let pushed = inbound.push_wait(frame).await;
+                    stalled.store(false, Ordering::Relaxed);
+                    if !pushed {
                         break;
                     }
                 }
@@ -419,19 +540,18 @@ where
     };
     tokio::pin!(writer, reader);
     let mut writer_done = false;
-    // The last ping, in time since `started`.
-    let mut pinged = Duration::ZERO;
+    let mut pinged = Instant::now();
     // The reader decides when the connection ends (the peer answers our close frame with its
     // own); a writer error ends it too, and so does a silence longer than the idle timeout
     // (an unanswered close frame included).
     loop {
-        let last_heard = Duration::from_nanos(heard.load(Ordering::Relaxed));
-        let idle_at = keepalive.idle_timeout.map(|t| started + last_heard + t);
+        let last_heard = liveness.last();
+        let idle_at = keepalive.idle_timeout.map(|t| last_heard + t);
         // No pings once the writer is done (it sent our close frame, or failed).
         let ping_at = keepalive
             .ping_interval
             .filter(|_| !writer_done)
-            .map(|t| started + last_heard.max(pinged) + t);
+            .map(|t| last_heard.max(pinged) + t);
         let wake_at = idle_at.into_iter().chain(ping_at).min();
         tokio::select! {
             reason = &mut reader => return reason,
@@ -443,9 +563,14 @@ where
             }
             () = sleep_until(wake_at), if wake_at.is_some() => {
                 let now = Instant::now();
-                let last_heard = Duration::from_nanos(heard.load(Ordering::Relaxed));
-                let silence = now.saturating_duration_since(started + last_heard);
-                if let Some(timeout) = keepalive.idle_timeout {
+                let silence = now.saturating_duration_since(liveness.last());
+                // Not reading, we cannot hear the server: the silence starts again. The pings
+                // go on, so that the server hears from us meanwhile.
+                let stalled = stalled.load(Ordering::Relaxed);
+                if stalled {
+                    liveness.mark();
+                }
+                if let Some(timeout) = keepalive.idle_timeout.filter(|_| !stalled) {
                     if silence >= timeout {
                         return CloseReason::new(
                             1006,
@@ -454,9 +579,9 @@ where
                     }
                 }
                 if let Some(interval) = keepalive.ping_interval {
-                    let since_ping = now.saturating_duration_since(started + pinged);
+                    let since_ping = now.saturating_duration_since(pinged);
                     if silence >= interval && since_ping >= interval && !writer_done {
-                        pinged = now.saturating_duration_since(started);
+                        pinged = now;
                         ping_due.store(true, Ordering::Relaxed);
                         outbound.notify.notify_one();
                     }
@@ -464,10 +589,6 @@ where
             }
         }
     }
-}
-
-fn nanos_since(start: Instant) -> u64 {
-    u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -486,7 +607,7 @@ mod tests {
     use crate::room::RoomLimits;
     use crate::server::{Server, ServerConfig};
     use crate::wake::Waker;
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
     use tokio_tungstenite::tungstenite::protocol::Role;
 
     /// A client's inbound queue, read from tokio.
@@ -684,24 +805,49 @@ mod tests {
 
     const PING: u8 = 0x9;
 
+    /// The near end of an in-memory connection, as `run` sets it up, and the far end.
+    async fn in_memory() -> (
+        WebSocketStream<Heard<DuplexStream>>,
+        Arc<Liveness>,
+        DuplexStream,
+    ) {
+        let (near, far) = tokio::io::duplex(64 << 10);
+        let liveness = Arc::new(Liveness::new());
+        let near = Heard {
+            inner: near,
+            liveness: liveness.clone(),
+        };
+        let ws = WebSocketStream::from_raw_socket(near, Role::Client, None).await;
+        (ws, liveness, far)
+    }
+
+    const KEEPALIVE: Keepalive = Keepalive {
+        ping_interval: Some(Duration::from_secs(1)),
+        idle_timeout: Some(Duration::from_secs(3)),
+    };
+
+    /// A binary frame as a server writes it (unmasked), its payload under 64 KiB.
+    fn server_frame(payload: &[u8]) -> Vec<u8> {
+        let len = u16::try_from(payload.len()).unwrap();
+        let mut frame = vec![0x82, 126];
+        frame.extend_from_slice(&len.to_be_bytes());
+        frame.extend_from_slice(payload);
+        frame
+    }
+
     /// A client over an in-memory stream whose other end reads everything and never writes:
     /// its pings go unanswered.
     #[tokio::test(start_paused = true)]
     async fn a_peer_that_never_answers_is_lost_after_the_idle_timeout() {
-        let (near, mut far) = tokio::io::duplex(64 << 10);
-        let ws = WebSocketStream::from_raw_socket(near, Role::Client, None).await;
+        let (ws, liveness, mut far) = in_memory().await;
         let reading = tokio::spawn(async move {
             let mut bytes = Vec::new();
             far.read_to_end(&mut bytes).await.map(|_| bytes)
         });
-        let keepalive = Keepalive {
-            ping_interval: Some(Duration::from_secs(1)),
-            idle_timeout: Some(Duration::from_secs(3)),
-        };
         let outbound = Outbound::new(GuardLimits::default());
         let inbox = Inbox::new();
         let started = Instant::now();
-        let reason = pump(ws, &outbound, &inbox.queue, keepalive).await;
+        let reason = pump(ws, &liveness, &outbound, &inbox.queue, KEEPALIVE).await;
         let after = started.elapsed();
         assert_eq!(reason.code, 1006, "{reason:?}");
         assert!(
@@ -717,8 +863,7 @@ mod tests {
     /// A server that says nothing but answers pings keeps the connection alive indefinitely.
     #[tokio::test(start_paused = true)]
     async fn pongs_keep_a_quiet_connection_alive() {
-        let (near, far) = tokio::io::duplex(64 << 10);
-        let ws = WebSocketStream::from_raw_socket(near, Role::Client, None).await;
+        let (ws, liveness, far) = in_memory().await;
         let server = tokio::spawn(async move {
             let mut peer = WebSocketStream::from_raw_socket(far, Role::Server, None).await;
             let mut pings = 0;
@@ -730,15 +875,11 @@ mod tests {
             }
             pings
         });
-        let keepalive = Keepalive {
-            ping_interval: Some(Duration::from_secs(1)),
-            idle_timeout: Some(Duration::from_secs(3)),
-        };
         let outbound = Outbound::new(GuardLimits::default());
         let inbox = Inbox::new();
         let alive = tokio::time::timeout(
             Duration::from_secs(60),
-            pump(ws, &outbound, &inbox.queue, keepalive),
+            pump(ws, &liveness, &outbound, &inbox.queue, KEEPALIVE),
         )
         .await;
         assert!(alive.is_err(), "ended: {alive:?}");
@@ -750,8 +891,7 @@ mod tests {
     /// Pings wait for silence: a server that keeps talking is never pinged.
     #[tokio::test(start_paused = true)]
     async fn a_talking_server_is_not_pinged() {
-        let (near, far) = tokio::io::duplex(64 << 10);
-        let ws = WebSocketStream::from_raw_socket(near, Role::Client, None).await;
+        let (ws, liveness, far) = in_memory().await;
         let server = tokio::spawn(async move {
             let mut peer = WebSocketStream::from_raw_socket(far, Role::Server, None).await;
             let mut pings = 0;
@@ -770,10 +910,6 @@ mod tests {
                 }
             }
         });
-        let keepalive = Keepalive {
-            ping_interval: Some(Duration::from_secs(1)),
-            idle_timeout: Some(Duration::from_secs(3)),
-        };
         let outbound = Outbound::new(GuardLimits::default());
         let inbox = Inbox::new();
         let drain = async {
@@ -784,11 +920,100 @@ mod tests {
             }
         };
         let alive = tokio::time::timeout(Duration::from_secs(20), async {
-            tokio::join!(pump(ws, &outbound, &inbox.queue, keepalive), drain).0
+            tokio::join!(
+                pump(ws, &liveness, &outbound, &inbox.queue, KEEPALIVE),
+                drain
+            )
+            .0
         })
         .await;
         assert!(alive.is_err(), "ended: {alive:?}");
         assert_eq!(server.await.unwrap(), 0);
+    }
+
+    /// A message that takes longer than the idle timeout to arrive is not silence: every byte
+    /// counts, not only whole messages (a ping answered after it would come too late).
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_large_message_is_not_silence() {
+        let (ws, liveness, mut far) = in_memory().await;
+        let payload: Vec<u8> = (0..20_000u32).map(|i| i as u8).collect();
+        let frame = server_frame(&payload);
+        let server = tokio::spawn(async move {
+            // 20 chunks, one every 500 ms: 10 s for the message, and it answers no ping.
+            for chunk in frame.chunks(frame.len().div_ceil(20)) {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                far.write_all(chunk).await.unwrap();
+            }
+            // Then silence, the far end kept open (and read, so pings do not block).
+            let mut sink = Vec::new();
+            let _ = far.read_to_end(&mut sink).await;
+        });
+        let outbound = Outbound::new(GuardLimits::default());
+        let inbox = Inbox::new();
+        let started = Instant::now();
+        let reason = pump(ws, &liveness, &outbound, &inbox.queue, KEEPALIVE).await;
+        let after = started.elapsed();
+        assert_eq!(inbox.queue.drain().frames, vec![Bytes::from(payload)]);
+        // Lost 3 s after its last byte.
+        assert_eq!(reason.code, 1006, "{reason:?}");
+        assert!(
+            (Duration::from_secs(13)..Duration::from_secs(14)).contains(&after),
+            "lost after {after:?}"
+        );
+        server.await.unwrap();
+    }
+
+    /// The local side not taking what arrived stops the reader, so nothing is heard: that
+    /// silence is the client's own, and does not count.
+    #[tokio::test(start_paused = true)]
+    async fn a_local_side_that_does_not_keep_up_is_not_a_dead_server() {
+        let (ws, liveness, mut far) = in_memory().await;
+        let outbound = Outbound::new(GuardLimits::default());
+        let notify = Arc::new(Notify::new());
+        let limits = QueueLimits {
+            max_frames: 1,
+            max_bytes: 1 << 20,
+        };
+        let inbound = FrameQueue::new(limits, Waker::Tokio(notify));
+        // Three messages, then silence (and no pong: it never writes again).
+        for byte in 1..=3u8 {
+            far.write_all(&server_frame(&[byte])).await.unwrap();
+        }
+        let draining = tokio::spawn(async move {
+            let mut bytes = Vec::new();
+            far.read_to_end(&mut bytes).await.map(|_| bytes)
+        });
+        let pumping = pump(ws, &liveness, &outbound, &inbound, KEEPALIVE);
+        tokio::pin!(pumping);
+        // The first message fills the queue; the reader waits with the second one.
+        tokio::select! {
+            reason = &mut pumping => panic!("ended while the local side was busy: {reason:?}"),
+            () = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+        assert_eq!(inbound.drain().frames, vec![Bytes::from_static(&[1])]);
+        // Taken: the reader goes on, and once the server's silence is its own, it is lost.
+        let started = Instant::now();
+        let reason = tokio::select! {
+            reason = &mut pumping => reason,
+            () = async {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    inbound.drain();
+                }
+            } => unreachable!(),
+        };
+        assert_eq!(reason.code, 1006, "{reason:?}");
+        assert!(
+            started.elapsed() <= Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+        // It went on pinging while it could not read, so that the server heard from it: a
+        // ping a second for 30 s, and two more before it gave up.
+        let written = draining.await.unwrap().unwrap();
+        let pings = client_frames(&written);
+        assert!(pings.iter().all(|&frame| frame == (PING, 0)), "{pings:?}");
+        assert!((30..=33).contains(&pings.len()), "{} pings", pings.len());
     }
 
     /// A server that accepts the TCP connection and never answers the handshake.
