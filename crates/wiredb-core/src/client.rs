@@ -223,12 +223,6 @@ impl Keepalive {
     /// 30 s (wiredb's, y-websocket's) keeps the connection alive with its pings alone, even
     /// while ours wait behind a large message on the way out.
     pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-    /// Neither pings nor gives up.
-    pub const OFF: Keepalive = Keepalive {
-        ping_interval: None,
-        idle_timeout: None,
-    };
 }
 
 impl Default for Keepalive {
