@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from anyio import (
@@ -80,7 +80,9 @@ class StatusLog:
 
 class TcpProxy:
     """Forwards TCP connections to `127.0.0.1:target`; can drop every connection it carries
-    (the peers see their connections lost, no close handshake) and refuse new ones."""
+    (the peers see their connections lost, no close handshake) and refuse new ones, or turn
+    into a blackhole (`blackhole()`: nothing goes through, nothing is closed) until
+    `restore()`."""
 
     def __init__(self, target: int) -> None:
         self.target = target
@@ -88,6 +90,8 @@ class TcpProxy:
         self.port = 0
         self._links: list[CancelScope] = []
         self._task_group: TaskGroup | None = None
+        # Set while blackholed: forwarding waits for it.
+        self._held: Event | None = None
 
     async def __aenter__(self) -> TcpProxy:
         listener = await create_tcp_listener(local_host="127.0.0.1", local_port=0)
@@ -112,21 +116,49 @@ class TcpProxy:
         for scope in links:
             scope.cancel()
 
+    def blackhole(self) -> None:
+        """Stops forwarding bytes, both ways, on every connection it carries and on new ones
+        (accepted, then held), without closing anything: a route gone silently dead. What the
+        peers send waits in the sockets' buffers."""
+        if self._held is None:
+            self._held = Event()
+
+    def restore(self) -> None:
+        """Forwards again what was held, and what comes next."""
+        held, self._held = self._held, None
+        if held is not None:
+            held.set()
+
+    async def _flowing(self) -> None:
+        while (held := self._held) is not None:
+            await held.wait()
+
     async def _handle(self, client: SocketStream) -> None:
         async with client:
             if self.refusing:
                 return
             with CancelScope() as scope:
                 self._links.append(scope)
+                await self._flowing()
                 async with await connect_tcp("127.0.0.1", self.target) as upstream:
                     async with create_task_group() as task_group:
-                        task_group.start_soon(_pipe, client, upstream, task_group)
-                        task_group.start_soon(_pipe, upstream, client, task_group)
+                        task_group.start_soon(_pipe, client, upstream, task_group, self._flowing)
+                        task_group.start_soon(_pipe, upstream, client, task_group, self._flowing)
 
 
-async def _pipe(source: SocketStream, sink: SocketStream, task_group: TaskGroup) -> None:
+async def _pipe(
+    source: SocketStream,
+    sink: SocketStream,
+    task_group: TaskGroup,
+    flowing: Callable[[], Awaitable[None]] | None = None,
+) -> None:
     try:
-        async for chunk in source:
+        while True:
+            if flowing is not None:
+                await flowing()
+            chunk = await source.receive()
+            if flowing is not None:
+                await flowing()
             await sink.send(chunk)
     except (BrokenResourceError, ClosedResourceError, EndOfStream):
         pass

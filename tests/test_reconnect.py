@@ -77,6 +77,62 @@ async def test_a_client_comes_back_after_a_dropped_connection_with_its_offline_e
         log.close()
 
 
+async def test_a_silently_dead_connection_is_noticed_and_replaced() -> None:
+    # Short keepalive settings: the proxy turning into a blackhole is noticed within a second
+    # or two, not a minute.
+    async with (
+        AsyncWebSocketServer(host="127.0.0.1", port=0) as server,
+        TcpProxy(server.port) as proxy,
+        AsyncWebSocketClient(
+            "r",
+            host="127.0.0.1",
+            port=proxy.port,
+            reconnect=FAST,
+            ping_interval=0.2,
+            idle_timeout=1.5,
+        ) as a,
+        AsyncWebSocketClient("r", host="127.0.0.1", port=server.port) as b,
+    ):
+        text_a, text_b = a.doc.get("text", type=Text), b.doc.get("text", type=Text)
+        text_a += "online "
+        await wait_until(b.doc, lambda: str(text_b) == "online ")
+        log = StatusLog(a)
+
+        # Nothing goes through and nothing is closed: only the keepalive can tell.
+        proxy.blackhole()
+        seen = await log.wait_for(DISCONNECTED)
+        code, reason = a.close_reason or (0, "")
+        assert code == 1006, reason
+        assert not a.synchronized.is_set()
+        text_a += "cut-off-a "
+        text_b.insert(0, "b ")
+        assert a.unsent
+        # An attempt into the blackhole gives up too (the handshake is never answered).
+        seen = await log.wait_for(CONNECTING, seen)
+        seen = await log.wait_for(DISCONNECTED, seen)
+
+        proxy.restore()
+        await log.wait_for(CONNECTED, seen)
+        with fail_after(10):
+            await a.synchronized.wait()
+        merged = "b online cut-off-a "
+        await wait_until(a.doc, lambda: str(text_a) == merged)
+        await wait_until(b.doc, lambda: str(text_b) == merged)
+        await wait_sent(a)
+        log.close()
+
+
+@pytest.mark.parametrize(
+    ("ping_interval", "idle_timeout"),
+    [(0, 10), (-1, 10), (1, float("inf")), (float("nan"), 10), (10, 10), (10, 5)],
+)
+def test_keepalive_settings_are_checked(ping_interval: float, idle_timeout: float) -> None:
+    with pytest.raises(ValueError):
+        AsyncWebSocketClient(
+            host="localhost", port=1, ping_interval=ping_interval, idle_timeout=idle_timeout
+        )
+
+
 class ServerTask:
     """A server run by a task of its own, so that it can stop and start again under clients
     that stay open."""

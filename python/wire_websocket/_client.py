@@ -20,6 +20,21 @@ Cookies = Mapping[str, str] | Iterable[tuple[str, str]]
 Token = str | Callable[[], str | Awaitable[str]]
 TokenIn = Literal["message", "query"]
 
+#: Seconds without hearing from the server before it is pinged (any RFC 6455 server answers).
+PING_INTERVAL = 20.0
+#: Seconds without hearing anything from the server (a pong included) before the connection
+#: counts as lost: longer than the 30 s between the pings of wiredb's and y-websocket's servers.
+IDLE_TIMEOUT = 60.0
+
+
+def _check_keepalive(ping_interval: float | None, idle_timeout: float | None) -> None:
+    for name, value in (("ping_interval", ping_interval), ("idle_timeout", idle_timeout)):
+        if value is not None and not 0 < value < float("inf"):
+            raise ValueError(f"{name} must be a positive number of seconds or None, not {value}")
+    if ping_interval is not None and idle_timeout is not None and idle_timeout <= ping_interval:
+        # It would give up on a server that does not ping before asking it for a pong.
+        raise ValueError("idle_timeout must be longer than ping_interval")
+
 
 def _url(host: str, port: int, id: str, params: Mapping[str, str] | None) -> str:
     url = websocket_url(host, port, id)
@@ -28,10 +43,19 @@ def _url(host: str, port: int, id: str, params: Mapping[str, str] | None) -> str
     return url
 
 
-def _open(url: str, headers: list[tuple[str, str]], token: str | None, where: TokenIn) -> Endpoint:
+def _open(
+    url: str,
+    headers: list[tuple[str, str]],
+    token: str | None,
+    where: TokenIn,
+    ping_interval: float | None,
+    idle_timeout: float | None,
+) -> Endpoint:
     if token is not None and where == "query":
         url = with_query(url, "token", token)
-    endpoint = Endpoint.connect(url, headers)
+    endpoint = Endpoint.connect(
+        url, headers, ping_interval=ping_interval, idle_timeout=idle_timeout
+    )
     if token is not None and where == "message":
         # Before anything else: the server reads a token only at the start of the first frame.
         endpoint.send_frame(frame_token(token))
@@ -57,6 +81,11 @@ class AsyncWebSocketClient(AsyncClientMixin):
     closed for good (codes 1002, 1003, 1007-1010 and 4000-4499, see `FINAL_CLOSE_CODES`) does
     not reconnect. If the first connection fails, entering raises `ConnectionError` at once:
     reconnecting starts only once a connection worked.
+
+    A connection that died silently (a NAT mapping expired, the network went away) is noticed
+    by the keepalive: the server is pinged after `ping_interval` seconds without a word from
+    it, and the connection counts as lost (code 1006, then reconnected) after `idle_timeout`
+    seconds without anything heard, a pong included.
     """
 
     def __init__(
@@ -73,6 +102,8 @@ class AsyncWebSocketClient(AsyncClientMixin):
         token: Token | None = None,
         token_in: TokenIn = "message",
         reconnect: Reconnect | bool = True,
+        ping_interval: float | None = PING_INTERVAL,
+        idle_timeout: float | None = IDLE_TIMEOUT,
     ) -> None:
         """
         Args:
@@ -91,17 +122,23 @@ class AsyncWebSocketClient(AsyncClientMixin):
                 parameter (what other y-websocket servers may expect).
             reconnect: How to reconnect after the connection is lost (`True`: `Reconnect()`'s
                 defaults; `False`: never).
+            ping_interval: Seconds without hearing from the server before pinging it (None:
+                never ping).
+            idle_timeout: Seconds without hearing anything from the server, a pong included,
+                before the connection counts as lost; also how long opening a connection may
+                take (None: wait forever). Longer than `ping_interval`.
         """
         url = _url(host, port, id, params)
         headers = cookie_header(cookies)
         if token_in not in ("message", "query"):
             raise ValueError(f"token_in must be 'message' or 'query', not {token_in!r}")
+        _check_keepalive(ping_interval, idle_timeout)
 
         async def connect() -> Endpoint:
             current = token() if callable(token) else token
             if inspect.isawaitable(current):
                 current = await current
-            return _open(url, headers, current, token_in)
+            return _open(url, headers, current, token_in, ping_interval, idle_timeout)
 
         policy = Reconnect() if reconnect is True else reconnect or None
         self._client = AsyncClient(connect, doc, auto_push, auto_pull, reconnect=policy)
@@ -117,7 +154,8 @@ class WebSocketClient(ClientMixin):
         client.push()
     ```
     It does not reconnect: a lost connection ends it (`pull()` then raises `ConnectionError`
-    if it was not synchronized yet).
+    if it was not synchronized yet). A silently dead connection counts as lost after
+    `idle_timeout` seconds (the keepalive of `AsyncWebSocketClient`).
     """
 
     def __init__(
@@ -132,7 +170,14 @@ class WebSocketClient(ClientMixin):
         params: Mapping[str, str] | None = None,
         token: str | None = None,
         token_in: TokenIn = "message",
+        ping_interval: float | None = PING_INTERVAL,
+        idle_timeout: float | None = IDLE_TIMEOUT,
     ) -> None:
         url = _url(host, port, id, params)
         headers = cookie_header(cookies)
-        self._client = Client(lambda: _open(url, headers, token, token_in), doc, auto_push)
+        _check_keepalive(ping_interval, idle_timeout)
+        self._client = Client(
+            lambda: _open(url, headers, token, token_in, ping_interval, idle_timeout),
+            doc,
+            auto_push,
+        )

@@ -63,8 +63,17 @@ class Endpoint:
     member. Dropping it ends its connection or leaves its room."""
 
     @staticmethod
-    def connect(url: str, headers: list[tuple[str, str]], max_message_bytes: int = ...) -> Endpoint:
-        """Starts connecting; the outcome arrives through `receive()`."""
+    def connect(
+        url: str,
+        headers: list[tuple[str, str]],
+        max_message_bytes: int = ...,
+        ping_interval: float | None = ...,
+        idle_timeout: float | None = ...,
+    ) -> Endpoint:
+        """Starts connecting; the outcome arrives through `receive()`. The server is pinged
+        after `ping_interval` seconds without a word from it (default 20), and the connection
+        is lost (1006) after `idle_timeout` seconds of silence (default 60; also the time
+        allowed to connect). None: never. ValueError if not positive."""
     @staticmethod
     def pipe(sender: int, receiver: int, max_message_bytes: int = ...) -> Endpoint:
         """A pipe-wire connection over descriptors it takes ownership of (closed when the

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use wiredb_core::awareness::MemberId;
-use wiredb_core::client::{self, Outbound};
+use wiredb_core::client::{self, Keepalive, Outbound};
 use wiredb_core::guard::GuardLimits;
 use wiredb_core::pipe;
 use wiredb_core::protocol::Message;
@@ -89,6 +89,7 @@ impl Endpoint {
             Link::Remote(outbound) => {
                 match message {
                     Message::Update(update) => outbound.send_update(update),
+                    Message::Awareness(payload) => outbound.send_awareness(payload),
                     other => outbound.send_frame(other.encode()),
                 };
                 Ok(())
@@ -116,6 +117,16 @@ impl Drop for Endpoint {
     }
 }
 
+/// A positive, finite number of seconds.
+fn seconds(name: &str, value: f64) -> PyResult<Duration> {
+    match Duration::try_from_secs_f64(value) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        _ => Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "{name} must be a positive number of seconds, not {value}"
+        ))),
+    }
+}
+
 /// Takes ownership of a descriptor handed over by Python.
 fn owned_fd(fd: i32) -> PyResult<OwnedFd> {
     // SAFETY: Python hands the descriptor over with the call (documented in `_wiredb.pyi`):
@@ -125,18 +136,43 @@ fn owned_fd(fd: i32) -> PyResult<OwnedFd> {
 
 #[pymethods]
 impl Endpoint {
-    /// Starts connecting to a WebSocket URL; the outcome arrives through `receive()`.
+    /// Starts connecting to a WebSocket URL; the outcome arrives through `receive()`. The
+    /// server is pinged after `ping_interval` seconds without hearing from it, and the
+    /// connection is lost (1006) after `idle_timeout` seconds of silence (None: never).
     #[staticmethod]
-    #[pyo3(signature = (url, headers, max_message_bytes = 64 << 20))]
+    #[pyo3(signature = (
+        url,
+        headers,
+        max_message_bytes = 64 << 20,
+        ping_interval = Some(Keepalive::DEFAULT_PING_INTERVAL.as_secs_f64()),
+        idle_timeout = Some(Keepalive::DEFAULT_IDLE_TIMEOUT.as_secs_f64()),
+    ))]
     fn connect(
         url: &str,
         headers: Vec<(String, String)>,
         max_message_bytes: usize,
+        ping_interval: Option<f64>,
+        idle_timeout: Option<f64>,
     ) -> PyResult<Self> {
+        let keepalive = Keepalive {
+            ping_interval: ping_interval
+                .map(|s| seconds("ping_interval", s))
+                .transpose()?,
+            idle_timeout: idle_timeout
+                .map(|s| seconds("idle_timeout", s))
+                .transpose()?,
+        };
         let (fd, inbound) = inbound_queue()?;
         let limits = GuardLimits::default();
         let _entered = runtime().enter();
-        let ws = client::connect(url, headers, inbound.clone(), max_message_bytes, limits);
+        let ws = client::connect(
+            url,
+            headers,
+            inbound.clone(),
+            max_message_bytes,
+            limits,
+            keepalive,
+        );
         Ok(Endpoint {
             fd,
             inbound,
