@@ -724,10 +724,9 @@ mod tests {
             "a got its own update back"
         );
 
-        // Closing ends the connection. (Its code is not checked: the server drops the socket
-        // instead of answering a client's close frame, which the client reads as 1006.)
+        // A client that closes gets the server's answer: a clean close, with its code.
         a.outbound.close(CloseReason::normal());
-        a_in.closed().await;
+        assert_eq!(a_in.closed().await.code, 1000);
         assert!(!a.outbound.unsent());
         // A server that stops closes its clients with 1001.
         server.shutdown().await;
