@@ -21,6 +21,7 @@ from anyio.abc import TaskStatus
 from pycrdt import Array, Doc, Map, Text
 
 from helpers import wait_until
+from marks import mark
 from wire_websocket import AsyncWebSocketClient, AsyncWebSocketServer, WebSocketClient
 from wiredb import Room
 
@@ -189,29 +190,79 @@ async def test_manual_push_and_pull() -> None:
             AsyncWebSocketClient("p", auto_pull=False, host="127.0.0.1", port=server.port) as b,
             AsyncWebSocketClient("p", host="127.0.0.1", port=server.port) as watcher,
         ):
-            a.doc.get("text", type=Text).insert(0, "one")
-            a.doc.get("text", type=Text).insert(3, " two")
+            text_a = a.doc.get("text", type=Text)
+            text_a += "one"
+            text_a += " two"
             watched = watcher.doc.get("text", type=Text)
-            # Not pushed yet: an edit through another client reaches the watcher first.
-            watcher_done = Event()
-            watcher.doc.get("flag", type=Text).insert(0, "x")
+            # a's marker goes out after what a sent: had a pushed its edits, the watcher would
+            # have them by now.
+            await mark(a, watcher, "before push")
+            assert str(watched) == ""
             a.push()
             await wait_until(watcher.doc, lambda: str(watched) == "one two")
-            watcher_done.set()
-            # b does not apply anything until it pulls; one pull applies everything pending.
+            # b has received a's update, and applies nothing until it pulls.
+            await mark(a, b, "after push")
             text_b = b.doc.get("text", type=Text)
             assert str(text_b) == ""
-            with fail_after(5):
-                while str(text_b) != "one two":
-                    b.pull()
-                    await watcher_pull_turn()
+            b.pull()
+            assert str(text_b) == "one two"
             assert b.synchronized.is_set()
 
 
-async def watcher_pull_turn() -> None:
-    from anyio import lowlevel
+async def test_one_pull_applies_everything_pending() -> None:
+    async with AsyncWebSocketServer(host="127.0.0.1", port=0) as server:
+        async with (
+            AsyncWebSocketClient("p", host="127.0.0.1", port=server.port) as a,
+            AsyncWebSocketClient("p", host="127.0.0.1", port=server.port) as c,
+            AsyncWebSocketClient("p", auto_pull=False, host="127.0.0.1", port=server.port) as b,
+        ):
+            # Several updates from two clients, each received by b (it saw the marker sent
+            # after it) before the next is made.
+            for word in ("one", "two", "three"):
+                a.doc.get("a", type=Text).insert(0, word)
+                await mark(a, b, word)
+            for word in ("x", "y"):
+                c.doc.get("c", type=Text).insert(0, word)
+                await mark(c, b, word)
+            text_a, text_c = b.doc.get("a", type=Text), b.doc.get("c", type=Text)
+            assert (str(text_a), str(text_c)) == ("", "")
+            b.pull()
+            assert (str(text_a), str(text_c)) == ("threetwoone", "yx")
 
-    await lowlevel.checkpoint()
+
+class RecordingRoom(Room):
+    """Records its native document when it closes (its last client has left)."""
+
+    async def run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
+        self.closed = Event()
+        try:
+            await super().run(task_status=task_status)
+        finally:
+            self.final = self._core.state()
+            self.closed.set()
+
+
+def edit_and_leave(port: int, id: str, push: bool) -> None:
+    with WebSocketClient(id, host="127.0.0.1", port=port) as client:
+        client.pull()
+        client.doc.get("text", type=Text).insert(0, "secret")
+        if push:
+            client.push()
+
+
+async def test_the_blocking_client_sends_nothing_before_push() -> None:
+    # Its default is auto_push=False. The room handles what a client sent before it handles
+    # the client leaving: what the room holds when it closes is all the client sent.
+    async with AsyncWebSocketServer(RecordingRoom, host="127.0.0.1", port=0) as server:
+        for id, push in (("unpushed", False), ("pushed", True)):
+            room = await server.room_manager.get_room(id)  # open until its client leaves
+            assert isinstance(room, RecordingRoom)
+            await to_thread.run_sync(edit_and_leave, server.port, id, push)
+            with fail_after(10):
+                await room.closed.wait()
+            doc: Doc[Any] = Doc()
+            doc.apply_update(room.final)
+            assert str(doc.get("text", type=Text)) == ("secret" if push else "")
 
 
 async def test_an_edit_just_before_exit_reaches_the_server() -> None:
