@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 from typing import Any
 
 import pytest
@@ -82,9 +83,19 @@ async def test_rooms_are_isolated_by_id_and_closed_when_empty() -> None:
             a.doc.get("text", type=Text).insert(0, "for one")
             text_c = c.doc.get("text", type=Text)
             await wait_until(c.doc, lambda: str(text_c) == "for one")
-            # b's room got nothing; a marker edit through room two proves the pipe is live.
-            b.doc.get("marker", type=Text).insert(0, "x")
+            # Room two got nothing of room one, and room one gets nothing of room two: once
+            # another client of room two (d) saw b's marker, and a round trip through room one
+            # came after, room one's clients have no marker.
+            async with AsyncWebSocketClient("two", host="127.0.0.1", port=server.port) as d:
+                b.doc.get("marker", type=Text).insert(0, "x")
+                marker_d = d.doc.get("marker", type=Text)
+                await wait_until(d.doc, lambda: str(marker_d) == "x")
+                assert str(d.doc.get("text", type=Text)) == ""
+            a.doc.get("text", type=Text).insert(0, "again ")
+            await wait_until(c.doc, lambda: str(text_c) == "again for one")
             assert str(b.doc.get("text", type=Text)) == ""
+            for client in (a, c):
+                assert str(client.doc.get("marker", type=Text)) == ""
         with fail_after(5):
             while server.room_manager.rooms:
                 await wait_until_rooms_change(server)
@@ -263,6 +274,74 @@ async def test_the_blocking_client_sends_nothing_before_push() -> None:
             doc: Doc[Any] = Doc()
             doc.apply_update(room.final)
             assert str(doc.get("text", type=Text)) == ("secret" if push else "")
+
+
+@pytest.mark.parametrize("scheme", ["ws", "http"])
+async def test_host_may_carry_a_ws_or_http_scheme(scheme: str) -> None:
+    async with AsyncWebSocketServer(host="127.0.0.1", port=0) as server:
+        host = f"{scheme}://127.0.0.1"
+        async with (
+            AsyncWebSocketClient("h", host=host, port=server.port) as a,
+            AsyncWebSocketClient("h", host=host, port=server.port) as b,
+        ):
+            a.doc.get("text", type=Text).insert(0, scheme)
+            text = b.doc.get("text", type=Text)
+            await wait_until(b.doc, lambda: str(text) == scheme)
+
+
+class GatedRoom(Room):
+    """A room that reports started (so that its first client is synced) once `gate` is set."""
+
+    def __init__(self, id: str, gate: Event) -> None:
+        super().__init__(id)
+        self._gate = gate
+
+    async def run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
+        await self._gate.wait()
+        await super().run(task_status=task_status)
+
+
+async def test_the_blocking_client_waits_without_the_gil() -> None:
+    # A thread blocks in `pull()` (no sync before the room started), then in `wait()`, while
+    # this thread runs Python: a wait holding the GIL would stop it until the wait times out.
+    steps = 100_000
+    progress = [0]
+    seen: list[object] = []
+    about_to_pull, about_to_wait = threading.Event(), threading.Event()
+    gate = Event()
+
+    def blocking(port: int) -> None:
+        with WebSocketClient("gil", host="127.0.0.1", port=port) as client:
+            about_to_pull.set()
+            # `pull()` takes no timeout (the 0.7.1 API); its inner client's does: a pull that
+            # held the GIL makes this test fail rather than hang.
+            client._client.pull(timeout=20)
+            seen.append(progress[0])
+            about_to_wait.set()
+            seen.append(client.wait(20))
+            seen.append(progress[0])
+
+    def run_python() -> None:
+        for _ in range(steps):
+            progress[0] += 1
+
+    async with AsyncWebSocketServer(
+        lambda id: GatedRoom(id, gate), host="127.0.0.1", port=0
+    ) as server:
+        thread = threading.Thread(target=blocking, args=(server.port,))
+        thread.start()
+        try:
+            await to_thread.run_sync(about_to_pull.wait, 20)
+            run_python()
+            gate.set()  # the room starts: the client is synced
+            await to_thread.run_sync(about_to_wait.wait, 20)
+            run_python()
+            async with AsyncWebSocketClient("gil", host="127.0.0.1", port=server.port) as w:
+                w.doc.get("text", type=Text).insert(0, "wake up")
+        finally:
+            gate.set()
+            await to_thread.run_sync(thread.join, 30)
+    assert seen == [steps, True, 2 * steps]
 
 
 async def test_an_edit_just_before_exit_reaches_the_server() -> None:
