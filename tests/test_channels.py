@@ -152,3 +152,71 @@ async def test_a_blocking_client_over_a_third_party_websocket_library() -> None:
             assert sorted(seen.split()) == ["async", "blocking"]
             text = ws.doc.get("text", type=Text)
             await wait_until(ws.doc, lambda: str(text) == seen)
+
+
+class RawStreamChannel(StreamChannel):
+    """A stream channel that lets anyio's errors out as they are (`EndOfStream`,
+    `BrokenResourceError`...), as a user's channel may."""
+
+    async def receive(self) -> bytes:
+        return await self._receive.receive()
+
+
+@pytest.mark.parametrize("vanishing", ["receiving", "sending", "both"])
+async def test_a_vanished_channel_peer_ends_only_its_member(
+    vanishing: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The peer of the served end stops receiving (the room's sends break), stops sending (the
+    # served end's receive raises `EndOfStream`), or both.
+    caplog.set_level("INFO", logger="wiredb")
+    to_peer, peer_receive = create_memory_object_stream[bytes](16)
+    peer_send, from_peer = create_memory_object_stream[bytes](16)
+    served_end = RawStreamChannel("vanish", to_peer, from_peer)
+    served = Event()
+    async with AsyncWebSocketServer(host="127.0.0.1", port=0) as server:
+        async with (
+            AsyncWebSocketClient("vanish", host="127.0.0.1", port=server.port) as editor,
+            AsyncWebSocketClient("vanish", host="127.0.0.1", port=server.port) as watcher,
+        ):
+            room = server.room_manager.rooms["vanish"]
+
+            async def serve() -> None:
+                await room.serve(served_end)
+                served.set()
+
+            # An error out of `serve()` would end this task group with it.
+            async with create_task_group() as tg:
+                tg.start_soon(serve)
+                # The peer asks for the document (sync step 1, empty state vector): from its
+                # answer on, the member is sent every update.
+                await peer_send.send(b"\x00\x00\x01\x00")
+                with fail_after(10):
+                    assert await peer_receive.receive()  # the room's sync step 1
+                if vanishing in ("receiving", "both"):
+                    await peer_receive.aclose()
+                if vanishing in ("sending", "both"):
+                    await peer_send.aclose()
+                edited = editor.doc.get("text", type=Text)
+                watched = watcher.doc.get("text", type=Text)
+
+                def caught_up() -> bool:
+                    return str(watched) == str(edited)
+
+                with fail_after(10):
+                    while not served.is_set():
+                        # Each edit goes to the vanished member too, until it is gone.
+                        edited += "x"
+                        await wait_until(watcher.doc, caught_up)
+            logged = [r.getMessage() for r in caplog.records]
+            assert any("'vanish'" in m and "ended" in m for m in logged), logged
+            # The room goes on for the others, and for a newcomer.
+            edited += "after"
+            await wait_until(watcher.doc, caught_up)
+            async with AsyncWebSocketClient(
+                "vanish", host="127.0.0.1", port=server.port
+            ) as newcomer:
+                text = newcomer.doc.get("text", type=Text)
+                await wait_until(newcomer.doc, lambda: str(text) == str(edited))
+    await served_end.aclose()
+    await peer_send.aclose()
+    await peer_receive.aclose()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -17,9 +19,30 @@ from wire_websocket import WebSocketClient, mint_token
 from wiredb._wiredb import verify_token
 
 
-def test_serve_runs_until_interrupted_and_stops_cleanly(tmp_path: Path) -> None:
+def test_the_console_script_is_wiredb_cli_main() -> None:
+    (script,) = entry_points(group="console_scripts", name="wiredb")
+    assert script.value == "wiredb._cli:main"
+    assert script.dist is not None and script.dist.name == "wiredb"
+
+
+def wiredb_command() -> list[str]:
+    """The `wiredb` script installed next to this Python (not another install's on PATH), or
+    what it runs when it is not installed (a development install may not have it)."""
+    script = shutil.which("wiredb", path=os.path.dirname(sys.executable))
+    if script is not None:
+        return [script]
+    run_entry_point = (
+        "import sys; from importlib.metadata import entry_points; "
+        "sys.exit(entry_points(group='console_scripts', name='wiredb')['wiredb'].load()())"
+    )
+    return [sys.executable, "-c", run_entry_point]
+
+
+@pytest.mark.parametrize("how", ["module", "script"])
+def test_serve_runs_until_interrupted_and_stops_cleanly(tmp_path: Path, how: str) -> None:
+    command = [sys.executable, "-m", "wiredb"] if how == "module" else wiredb_command()
     with subprocess.Popen(
-        [sys.executable, "-m", "wiredb", "serve", "--host", "127.0.0.1", "--port", "0"],
+        [*command, "serve", "--host", "127.0.0.1", "--port", "0"],
         cwd=tmp_path,
         stderr=subprocess.PIPE,
         text=True,

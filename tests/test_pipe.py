@@ -101,6 +101,39 @@ async def test_a_client_over_two_os_pipes() -> None:
             await wait_until(b.doc, lambda: str(text) == "through pipes")
 
 
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_the_four_descriptors_of_wire_pipe_0_7_1_work() -> None:
+    # wire-pipe 0.7.1's client took (sender, receiver, server_sender, server_receiver): how a
+    # client of `connect(id, server_sender, server_receiver)` was written.
+    async def exercise() -> None:
+        async with AsyncPipeServer() as server:
+            client_receiver, server_sender = os.pipe()
+            server_receiver, client_sender = os.pipe()
+            await server.connect("four", server_sender, server_receiver)
+            connection = (client_sender, client_receiver, server_sender, server_receiver)
+            async with (
+                AsyncPipeClient("four", connection=connection) as a,
+                AsyncPipeClient("four", connection=await server.connect("four")) as b,
+            ):
+                a.doc.get("text", type=Text).insert(0, "four")
+                text = b.doc.get("text", type=Text)
+                await wait_until(b.doc, lambda: str(text) == "four")
+
+    await exercise()  # starts what lives as long as the process
+    before = open_fds()
+    await exercise()
+    # Each descriptor closed once, by its owner: the client its two, the server its two.
+    assert open_fds() == before
+
+
+def test_a_connection_of_another_length_is_refused() -> None:
+    with pytest.raises(ValueError, match="server_receiver"):
+        AsyncPipeClient(connection=(1, 2, 3))  # type: ignore[arg-type]
+
+
 class ClosingRoom(Room):
     async def run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
         self.closed = Event()
@@ -159,6 +192,11 @@ async def test_a_pipe_room_stays_up_while_clients_come_and_go() -> None:
     async with AsyncPipeServer() as server:
         async with AsyncPipeClient("keep", connection=await server.connect("keep")) as a:
             a.doc.get("text", type=Text).insert(0, "kept")
+            # Once a first client got it, the room has it (a's update may still be on its way
+            # when the next client syncs otherwise).
+            async with AsyncPipeClient("keep", connection=await server.connect("keep")) as first:
+                text = first.doc.get("text", type=Text)
+                await wait_until(first.doc, lambda: str(text) == "kept")
             for _ in range(3):
                 async with AsyncPipeClient(
                     "keep", connection=await server.connect("keep")

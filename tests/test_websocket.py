@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from anyio.abc import TaskStatus
 from pycrdt import Array, Doc, Map, Text
 
 from helpers import wait_until
+from marks import mark
 from wire_websocket import AsyncWebSocketClient, AsyncWebSocketServer, WebSocketClient
 from wiredb import Room
 
@@ -81,9 +83,19 @@ async def test_rooms_are_isolated_by_id_and_closed_when_empty() -> None:
             a.doc.get("text", type=Text).insert(0, "for one")
             text_c = c.doc.get("text", type=Text)
             await wait_until(c.doc, lambda: str(text_c) == "for one")
-            # b's room got nothing; a marker edit through room two proves the pipe is live.
-            b.doc.get("marker", type=Text).insert(0, "x")
+            # Room two got nothing of room one, and room one gets nothing of room two: once
+            # another client of room two (d) saw b's marker, and a round trip through room one
+            # came after, room one's clients have no marker.
+            async with AsyncWebSocketClient("two", host="127.0.0.1", port=server.port) as d:
+                b.doc.get("marker", type=Text).insert(0, "x")
+                marker_d = d.doc.get("marker", type=Text)
+                await wait_until(d.doc, lambda: str(marker_d) == "x")
+                assert str(d.doc.get("text", type=Text)) == ""
+            a.doc.get("text", type=Text).insert(0, "again ")
+            await wait_until(c.doc, lambda: str(text_c) == "again for one")
             assert str(b.doc.get("text", type=Text)) == ""
+            for client in (a, c):
+                assert str(client.doc.get("marker", type=Text)) == ""
         with fail_after(5):
             while server.room_manager.rooms:
                 await wait_until_rooms_change(server)
@@ -189,29 +201,147 @@ async def test_manual_push_and_pull() -> None:
             AsyncWebSocketClient("p", auto_pull=False, host="127.0.0.1", port=server.port) as b,
             AsyncWebSocketClient("p", host="127.0.0.1", port=server.port) as watcher,
         ):
-            a.doc.get("text", type=Text).insert(0, "one")
-            a.doc.get("text", type=Text).insert(3, " two")
+            text_a = a.doc.get("text", type=Text)
+            text_a += "one"
+            text_a += " two"
             watched = watcher.doc.get("text", type=Text)
-            # Not pushed yet: an edit through another client reaches the watcher first.
-            watcher_done = Event()
-            watcher.doc.get("flag", type=Text).insert(0, "x")
+            # a's marker goes out after what a sent: had a pushed its edits, the watcher would
+            # have them by now.
+            await mark(a, watcher, "before push")
+            assert str(watched) == ""
             a.push()
             await wait_until(watcher.doc, lambda: str(watched) == "one two")
-            watcher_done.set()
-            # b does not apply anything until it pulls; one pull applies everything pending.
+            # b has received a's update, and applies nothing until it pulls.
+            await mark(a, b, "after push")
             text_b = b.doc.get("text", type=Text)
             assert str(text_b) == ""
-            with fail_after(5):
-                while str(text_b) != "one two":
-                    b.pull()
-                    await watcher_pull_turn()
+            b.pull()
+            assert str(text_b) == "one two"
             assert b.synchronized.is_set()
 
 
-async def watcher_pull_turn() -> None:
-    from anyio import lowlevel
+async def test_one_pull_applies_everything_pending() -> None:
+    async with AsyncWebSocketServer(host="127.0.0.1", port=0) as server:
+        async with (
+            AsyncWebSocketClient("p", host="127.0.0.1", port=server.port) as a,
+            AsyncWebSocketClient("p", host="127.0.0.1", port=server.port) as c,
+            AsyncWebSocketClient("p", auto_pull=False, host="127.0.0.1", port=server.port) as b,
+        ):
+            # Several updates from two clients, each received by b (it saw the marker sent
+            # after it) before the next is made.
+            for word in ("one", "two", "three"):
+                a.doc.get("a", type=Text).insert(0, word)
+                await mark(a, b, word)
+            for word in ("x", "y"):
+                c.doc.get("c", type=Text).insert(0, word)
+                await mark(c, b, word)
+            text_a, text_c = b.doc.get("a", type=Text), b.doc.get("c", type=Text)
+            assert (str(text_a), str(text_c)) == ("", "")
+            b.pull()
+            assert (str(text_a), str(text_c)) == ("threetwoone", "yx")
 
-    await lowlevel.checkpoint()
+
+class RecordingRoom(Room):
+    """Records its native document when it closes (its last client has left)."""
+
+    async def run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
+        self.closed = Event()
+        try:
+            await super().run(task_status=task_status)
+        finally:
+            self.final = self._core.state()
+            self.closed.set()
+
+
+def edit_and_leave(port: int, id: str, push: bool) -> None:
+    with WebSocketClient(id, host="127.0.0.1", port=port) as client:
+        client.pull()
+        client.doc.get("text", type=Text).insert(0, "secret")
+        if push:
+            client.push()
+
+
+async def test_the_blocking_client_sends_nothing_before_push() -> None:
+    # Its default is auto_push=False. The room handles what a client sent before it handles
+    # the client leaving: what the room holds when it closes is all the client sent.
+    async with AsyncWebSocketServer(RecordingRoom, host="127.0.0.1", port=0) as server:
+        for id, push in (("unpushed", False), ("pushed", True)):
+            room = await server.room_manager.get_room(id)  # open until its client leaves
+            assert isinstance(room, RecordingRoom)
+            await to_thread.run_sync(edit_and_leave, server.port, id, push)
+            with fail_after(10):
+                await room.closed.wait()
+            doc: Doc[Any] = Doc()
+            doc.apply_update(room.final)
+            assert str(doc.get("text", type=Text)) == ("secret" if push else "")
+
+
+@pytest.mark.parametrize("scheme", ["ws", "http"])
+async def test_host_may_carry_a_ws_or_http_scheme(scheme: str) -> None:
+    async with AsyncWebSocketServer(host="127.0.0.1", port=0) as server:
+        host = f"{scheme}://127.0.0.1"
+        async with (
+            AsyncWebSocketClient("h", host=host, port=server.port) as a,
+            AsyncWebSocketClient("h", host=host, port=server.port) as b,
+        ):
+            a.doc.get("text", type=Text).insert(0, scheme)
+            text = b.doc.get("text", type=Text)
+            await wait_until(b.doc, lambda: str(text) == scheme)
+
+
+class GatedRoom(Room):
+    """A room that reports started (so that its first client is synced) once `gate` is set."""
+
+    def __init__(self, id: str, gate: Event) -> None:
+        super().__init__(id)
+        self._gate = gate
+
+    async def run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
+        await self._gate.wait()
+        await super().run(task_status=task_status)
+
+
+async def test_the_blocking_client_waits_without_the_gil() -> None:
+    # A thread blocks in `pull()` (no sync before the room started), then in `wait()`, while
+    # this thread runs Python: a wait holding the GIL would stop it until the wait times out.
+    steps = 100_000
+    progress = [0]
+    seen: list[object] = []
+    about_to_pull, about_to_wait = threading.Event(), threading.Event()
+    gate = Event()
+
+    def blocking(port: int) -> None:
+        with WebSocketClient("gil", host="127.0.0.1", port=port) as client:
+            about_to_pull.set()
+            # `pull()` takes no timeout (the 0.7.1 API); its inner client's does: a pull that
+            # held the GIL makes this test fail rather than hang.
+            client._client.pull(timeout=20)
+            seen.append(progress[0])
+            about_to_wait.set()
+            seen.append(client.wait(20))
+            seen.append(progress[0])
+
+    def run_python() -> None:
+        for _ in range(steps):
+            progress[0] += 1
+
+    async with AsyncWebSocketServer(
+        lambda id: GatedRoom(id, gate), host="127.0.0.1", port=0
+    ) as server:
+        thread = threading.Thread(target=blocking, args=(server.port,))
+        thread.start()
+        try:
+            await to_thread.run_sync(about_to_pull.wait, 20)
+            run_python()
+            gate.set()  # the room starts: the client is synced
+            await to_thread.run_sync(about_to_wait.wait, 20)
+            run_python()
+            async with AsyncWebSocketClient("gil", host="127.0.0.1", port=server.port) as w:
+                w.doc.get("text", type=Text).insert(0, "wake up")
+        finally:
+            gate.set()
+            await to_thread.run_sync(thread.join, 30)
+    assert seen == [steps, True, 2 * steps]
 
 
 async def test_an_edit_just_before_exit_reaches_the_server() -> None:

@@ -12,13 +12,13 @@ from anyio import (
     Event,
     create_task_group,
     fail_after,
-    lowlevel,
     sleep_forever,
 )
 from anyio.abc import TaskStatus
 from pycrdt import Map, Text
 
 from helpers import wait_until
+from marks import mark
 from wire_memory import AsyncMemoryClient, AsyncMemoryServer
 from wire_pipe import AsyncPipeClient, AsyncPipeServer
 from wiredb import AsyncClientMixin, Room
@@ -94,22 +94,47 @@ async def test_manual_push_and_pull(wire: str) -> None:
             text_a += "one"
             text_a += " two"
             watched = watcher.doc.get("text", type=Text)
-            # The watcher's later edit makes a round trip to a; a's text stayed home.
+            # a's marker goes out after what a sent: had a pushed its edits, the watcher would
+            # have them by now.
+            await mark(a, watcher, "before push")
+            assert str(watched) == ""
+            # The watcher's edit makes a round trip to a (and b).
             watcher.doc.get("flag", type=Text).insert(0, "x")
             flag_a = a.doc.get("flag", type=Text)
             await wait_until(a.doc, lambda: str(flag_a) == "x")
-            assert str(watched) == ""
             a.push()
             await wait_until(watcher.doc, lambda: str(watched) == "one two")
-            # b applies nothing until it pulls; a pull applies everything pending.
+            # b has received everything (a's update, and the watcher's before its marker), and
+            # applies nothing until it pulls; one pull applies it all.
+            await mark(watcher, b, "flag sent")
+            await mark(a, b, "pushed")
             text_b = b.doc.get("text", type=Text)
             assert str(text_b) == ""
-            with fail_after(5):
-                while str(text_b) != "one two":
-                    b.pull()
-                    await lowlevel.checkpoint()
+            b.pull()
+            assert str(text_b) == "one two"
             assert str(b.doc.get("flag", type=Text)) == "x"
             assert b.synchronized.is_set()
+
+
+async def test_one_pull_applies_everything_pending(wire: str) -> None:
+    async with serve(wire) as server:
+        async with (
+            await client(server, "p") as a,
+            await client(server, "p") as c,
+            await client(server, "p", auto_pull=False) as b,
+        ):
+            # Several updates from two clients, each received by b (it saw the marker sent
+            # after it) before the next is made.
+            for word in ("one", "two", "three"):
+                a.doc.get("a", type=Text).insert(0, word)
+                await mark(a, b, word)
+            for word in ("x", "y"):
+                c.doc.get("c", type=Text).insert(0, word)
+                await mark(c, b, word)
+            text_a, text_c = b.doc.get("a", type=Text), b.doc.get("c", type=Text)
+            assert (str(text_a), str(text_c)) == ("", "")
+            b.pull()
+            assert (str(text_a), str(text_c)) == ("threetwoone", "yx")
 
 
 async def test_a_new_client_receives_the_existing_document(wire: str) -> None:

@@ -134,6 +134,11 @@ class Room(AsyncContextManagerMixin):
         sync step 1 and awareness, its updates go to every other member, and a malformed or
         rejected message ends it (the room goes on). In a server's room, it holds the room open
         like any client: the room closes when its last client of any wire has left.
+
+        It returns (without raising) when the channel ends: its `receive()` raises
+        `StopAsyncIteration` or any other error (a closed stream, a vanished peer), its
+        `send()` raises, or the room disconnects the member. An error is logged, and only this
+        member leaves the room.
         """
         if self._registry is None:
             endpoint = self._core.peer()
@@ -141,28 +146,42 @@ class Room(AsyncContextManagerMixin):
             endpoint = await join_room(self._registry, self._id)
         try:
             async with create_task_group() as task_group:
-                task_group.start_soon(self._forward_to_channel, endpoint, channel)
+                task_group.start_soon(self._forward_to_channel, endpoint, channel, task_group)
                 task_status.started()
-                try:
-                    async for message in channel:
-                        endpoint.send_frame(bytes(message))
-                except ValueError as error:
-                    log.warning("room %r: closing channel %r: %s", self._id, channel.id, error)
-                except Exception as error:
-                    log.debug("room %r: channel %r ended: %r", self._id, channel.id, error)
+                await self._forward_to_room(endpoint, channel)
                 task_group.cancel_scope.cancel()
         finally:
             endpoint.close()
             endpoint.release()
 
-    async def _forward_to_channel(self, endpoint: Endpoint, channel: AsyncChannel) -> None:
-        while True:
-            await wait_readable(endpoint.fd)
-            frames, closed = endpoint.receive_frames()
-            for frame in frames:
-                await channel.send(frame)
-            if closed is not None:
-                return
+    async def _forward_to_room(self, endpoint: Endpoint, channel: AsyncChannel) -> None:
+        """Applies what the channel receives until it ends (never raises but cancellation)."""
+        try:
+            async for message in channel:
+                endpoint.send_frame(bytes(message))
+        except ValueError as error:
+            log.warning("room %r: closing channel %r: %s", self._id, channel.id, error)
+        except Exception as error:
+            log.info("room %r: channel %r ended receiving: %r", self._id, channel.id, error)
+
+    async def _forward_to_channel(
+        self, endpoint: Endpoint, channel: AsyncChannel, task_group: TaskGroup
+    ) -> None:
+        """Sends the member's frames to the channel; ends the member (cancels `task_group`)
+        when the channel fails to send or the room closed the member."""
+        try:
+            while True:
+                await wait_readable(endpoint.fd)
+                frames, closed = endpoint.receive_frames()
+                for frame in frames:
+                    await channel.send(frame)
+                if closed is not None:
+                    log.debug("room %r: closed channel %r: %r", self._id, channel.id, closed)
+                    return
+        except Exception as error:
+            log.info("room %r: channel %r ended sending: %r", self._id, channel.id, error)
+        finally:
+            task_group.cancel_scope.cancel()
 
     async def flush(self) -> None:
         """Returns once what the room applied so far is durable wherever the room persists it.
