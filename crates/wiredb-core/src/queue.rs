@@ -205,6 +205,15 @@ impl FrameQueue {
         self.waker.wake();
     }
 
+    /// How many frames wait.
+    pub fn len(&self) -> usize {
+        self.lock().frames.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn is_closed(&self) -> bool {
         self.lock().closed.is_some()
     }
