@@ -14,6 +14,7 @@ mod burst;
 mod guard_cost;
 mod procstat;
 mod sim;
+mod wire;
 mod workloads;
 
 use std::process::ExitCode;

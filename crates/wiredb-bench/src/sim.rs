@@ -16,12 +16,11 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, Notify};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 use wiredb_core::protocol::{decode_frame, Message};
 use wiredb_core::scan::{scan_update_v1, ScanLimits};
+
+use crate::wire::{self, Incoming};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{ClientID, Doc, GetString, ReadTxn, StateVector, Text, TextRef, Transact, Update};
@@ -79,6 +78,10 @@ impl Ledger {
             last_arrival: None,
             drained: Rc::new(Notify::new()),
         }))
+    }
+
+    fn clients(&self) -> usize {
+        self.edits.len()
     }
 
     fn register(&mut self) -> (usize, Rc<Notify>) {
@@ -189,6 +192,12 @@ pub enum EditAt {
     End,
 }
 
+/// What a client's writer sends.
+enum Outgoing {
+    Message(Bytes),
+    Pong(Bytes),
+}
+
 /// One simulated client.
 pub struct SimClient {
     /// Index in the ledger; the yrs client id is `index + 1`.
@@ -206,7 +215,7 @@ pub struct SimClient {
     synced: Cell<bool>,
     /// Edits seen so far, by author index (arrivals below are repeats).
     seen: RefCell<HashMap<usize, u32>>,
-    out: RefCell<Option<mpsc::UnboundedSender<Bytes>>>,
+    out: RefCell<Option<mpsc::UnboundedSender<Outgoing>>>,
     closed: Cell<bool>,
     pub error: RefCell<Option<String>>,
     rng: Cell<u64>,
@@ -222,22 +231,18 @@ impl SimClient {
         ledger: &Rc<RefCell<Ledger>>,
         behaviour: Behaviour,
     ) -> Result<Rc<SimClient>, SimError> {
-        // tungstenite zero-fills its read buffer before every read: the default 128 KiB would
-        // cost more than the frames in it.
-        let config = WebSocketConfig::default()
-            .max_message_size(None)
-            .max_frame_size(None)
-            .read_buffer_size(16 << 10);
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
-            .await
-            .map_err(|e| SimError::Connect {
-                url: url.to_owned(),
-                error: e.to_string(),
-            })?;
+        let seed = 0x9E37_79B9_7F4A_7C15 ^ (ledger.borrow().clients() as u64 + 1);
+        let (mut reader, mut writer) =
+            wire::connect(url, seed)
+                .await
+                .map_err(|error| SimError::Connect {
+                    url: url.to_owned(),
+                    error,
+                })?;
         let (index, wake) = ledger.borrow_mut().register();
         let doc = Doc::with_client_id(index as u64 + 1);
         let text = doc.get_or_insert_text(TEXT);
-        let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
         let client = Rc::new(SimClient {
             index,
             doc,
@@ -257,42 +262,52 @@ impl SimClient {
             edits_made: Cell::new(0),
             reader_done: Rc::new(Notify::new()),
         });
-        let (mut sink, mut stream) = ws.split();
-
-        // Writer: everything queued since the last write goes out in one flush.
+        // Writer: everything queued since the last write goes out in one write.
         tokio::task::spawn_local(async move {
-            while let Some(frame) = rx.recv().await {
-                if sink.feed(WsMessage::Binary(frame)).await.is_err() {
-                    return;
-                }
-                while let Ok(frame) = rx.try_recv() {
-                    if sink.feed(WsMessage::Binary(frame)).await.is_err() {
-                        return;
+            let mut batch = Vec::new();
+            while let Some(first) = rx.recv().await {
+                batch.clear();
+                let mut next = Some(first);
+                while let Some(outgoing) = next {
+                    match outgoing {
+                        Outgoing::Message(frame) => {
+                            writer.frame(&mut batch, wire::OPCODE_BINARY, &frame);
+                        }
+                        Outgoing::Pong(payload) => {
+                            writer.frame(&mut batch, wire::OPCODE_PONG, &payload);
+                        }
                     }
+                    next = rx.try_recv().ok();
                 }
-                if sink.flush().await.is_err() {
+                if writer.write(&batch).await.is_err() {
                     return;
                 }
             }
-            let _ = sink.send(WsMessage::Close(None)).await;
+            batch.clear();
+            writer.frame(&mut batch, wire::OPCODE_CLOSE, &[]);
+            let _ = writer.write(&batch).await;
         });
 
-        let reader = client.clone();
+        let client_reader = client.clone();
         tokio::task::spawn_local(async move {
-            while let Some(message) = stream.next().await {
-                match message {
-                    Ok(WsMessage::Binary(frame)) => reader.on_frame(&frame),
-                    Ok(WsMessage::Close(_)) => break,
-                    Ok(_) => {}
+            loop {
+                match reader.next().await {
+                    Ok(Some(Incoming::Binary(frame))) => client_reader.on_frame(&frame),
+                    Ok(Some(Incoming::Ping(payload))) => {
+                        if let Some(out) = client_reader.out.borrow().as_ref() {
+                            let _ = out.send(Outgoing::Pong(payload));
+                        }
+                    }
+                    Ok(Some(Incoming::Close) | None) => break,
                     Err(error) => {
-                        reader.fail(format!("connection lost: {error}"));
+                        client_reader.fail(format!("connection lost: {error}"));
                         break;
                     }
                 }
             }
-            reader.closed.set(true);
-            reader.changed.notify_one();
-            reader.reader_done.notify_one();
+            client_reader.closed.set(true);
+            client_reader.changed.notify_one();
+            client_reader.reader_done.notify_one();
         });
 
         let sv = client.doc.transact().state_vector().encode_v1();
@@ -302,7 +317,7 @@ impl SimClient {
 
     fn send(&self, frame: Bytes) {
         if let Some(out) = self.out.borrow().as_ref() {
-            let _ = out.send(frame);
+            let _ = out.send(Outgoing::Message(frame));
         }
     }
 
