@@ -353,19 +353,15 @@ impl SimClient {
 
     fn receive(&self, bytes: Bytes) {
         let now = Instant::now();
-        // Kept updates are copied out of the socket's read buffer: a slice of it would keep the
-        // whole buffer alive, and the reader would allocate a new one (and move what it had
-        // read ahead) on every read.
-        let bytes = Bytes::copy_from_slice(&bytes);
         if self.behaviour.defer && self.ledger.borrow().outstanding == 0 {
             // Nothing to time (a join): keep it for later, undecoded.
-            self.deferred.borrow_mut().push(bytes);
+            self.keep(&bytes);
             return self.changed.notify_one();
         }
         // What the update carries, by author: ranges of clocks.
         let inserted = if self.behaviour.defer {
             let inserted = inserted_clocks(&bytes);
-            self.deferred.borrow_mut().push(bytes);
+            self.keep(&bytes);
             inserted
         } else {
             Update::decode_v1(&bytes)
@@ -398,6 +394,15 @@ impl SimClient {
         }
         drop(ledger);
         self.changed.notify_one();
+    }
+
+    /// Keeps an update to apply after the run, copied out of the socket's read buffer: a slice
+    /// of it would keep the whole buffer alive, and the reader would allocate a new one (and
+    /// move what it had read ahead) on every read.
+    fn keep(&self, update: &[u8]) {
+        self.deferred
+            .borrow_mut()
+            .push(Bytes::copy_from_slice(update));
     }
 
     /// Waits for the sync step 2.

@@ -11,17 +11,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use wiredb_core::socket::{parse_head, write_head};
 
 const READ_CHUNK: usize = 64 << 10;
 /// Largest handshake answer read.
 const MAX_RESPONSE: usize = 16 << 10;
 
-const FIN: u8 = 0x80;
-const MASKED: u8 = 0x80;
-pub const OPCODE_BINARY: u8 = 0x2;
-pub const OPCODE_CLOSE: u8 = 0x8;
-pub const OPCODE_PING: u8 = 0x9;
-pub const OPCODE_PONG: u8 = 0xA;
+pub use wiredb_core::socket::{OPCODE_BINARY, OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG};
 
 /// What the reader hands out.
 #[derive(Debug)]
@@ -135,22 +131,24 @@ impl Parser {
     /// Takes one whole message out of the buffer, if there is one.
     fn parse(&mut self) -> Result<Option<Incoming>, String> {
         loop {
-            let Some((header, len, mask)) = header(&self.buf)? else {
+            let Some(head) = parse_head(&self.buf) else {
                 return Ok(None);
             };
-            if self.buf.len() < header + len {
+            if head.payload == usize::MAX {
+                return Err("frame too large".into());
+            }
+            if self.buf.len() < head.len + head.payload {
                 return Ok(None);
             }
-            let first = self.buf[0];
-            self.buf.advance(header);
-            let mut payload = self.buf.split_to(len);
-            if let Some(mask) = mask {
+            self.buf.advance(head.len);
+            let mut payload = self.buf.split_to(head.payload);
+            if let Some(mask) = head.mask {
                 for (i, byte) in payload.iter_mut().enumerate() {
                     *byte ^= mask[i % 4];
                 }
             }
-            let (fin, opcode) = (first & FIN != 0, first & 0x0f);
-            match opcode {
+            let fin = head.fin;
+            match head.opcode {
                 OPCODE_CLOSE => return Ok(Some(Incoming::Close)),
                 OPCODE_PING => return Ok(Some(Incoming::Ping(payload.freeze()))),
                 OPCODE_PONG => continue,
@@ -167,49 +165,12 @@ impl Parser {
                         return Ok(Some(Incoming::Binary(data.into())));
                     }
                 }
-                _ if !fin => self.partial = Some((opcode, payload.to_vec())),
+                opcode if !fin => self.partial = Some((opcode, payload.to_vec())),
                 OPCODE_BINARY => return Ok(Some(Incoming::Binary(payload.freeze()))),
                 // Text frames are not part of the protocol.
                 _ => {}
             }
         }
-    }
-}
-
-/// A frame header: its length, the payload's, and the mask.
-type Header = (usize, usize, Option<[u8; 4]>);
-
-/// The frame header at the start of `buf`, once it is all there.
-fn header(buf: &[u8]) -> Result<Option<Header>, String> {
-    let [_, second, rest @ ..] = buf else {
-        return Ok(None);
-    };
-    let (extra, len) = match second & 0x7f {
-        126 => match rest {
-            [a, b, ..] => (2, u64::from(u16::from_be_bytes([*a, *b]))),
-            _ => return Ok(None),
-        },
-        127 => match rest.get(..8) {
-            Some(bytes) => {
-                let mut len = [0; 8];
-                len.copy_from_slice(bytes);
-                (8, u64::from_be_bytes(len))
-            }
-            None => return Ok(None),
-        },
-        len => (0, u64::from(len)),
-    };
-    let len = usize::try_from(len).map_err(|_| "frame too large".to_string())?;
-    if second & MASKED == 0 {
-        return Ok(Some((2 + extra, len, None)));
-    }
-    match rest.get(extra..extra + 4) {
-        Some(mask) => Ok(Some((
-            2 + extra + 4,
-            len,
-            Some([mask[0], mask[1], mask[2], mask[3]]),
-        ))),
-        None => Ok(None),
     }
 }
 
@@ -236,18 +197,7 @@ impl Writer {
 }
 
 fn masked_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8], mask: [u8; 4]) {
-    out.push(FIN | opcode);
-    let len = payload.len();
-    if len < 126 {
-        out.push(MASKED | len as u8);
-    } else if let Ok(len) = u16::try_from(len) {
-        out.push(MASKED | 126);
-        out.extend_from_slice(&len.to_be_bytes());
-    } else {
-        out.push(MASKED | 127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    out.extend_from_slice(&mask);
+    write_head(out, opcode, payload.len(), Some(mask));
     out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
 }
 
@@ -266,11 +216,12 @@ mod tests {
             let (theirs, their_len) = FrameHeader::parse(&mut cursor).unwrap().unwrap();
             assert_eq!(theirs.mask, Some([1, 2, 3, 4]));
             assert_eq!(their_len as usize, len);
-            let (head, body_len, mask) = header(&out).unwrap().unwrap();
+            let head = parse_head(&out).unwrap();
             assert_eq!(
-                (head, body_len, mask),
+                (head.len, head.payload, head.mask),
                 (cursor.position() as usize, len, Some([1, 2, 3, 4]))
             );
+            let head = head.len;
             let body: Vec<u8> = out[head..]
                 .iter()
                 .enumerate()

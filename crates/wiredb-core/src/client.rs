@@ -683,19 +683,24 @@ mod tests {
         matches!(message, Message::Update(update) if text_of(update) == text)
     }
 
-    /// Connects to `room` and syncs (the room sends live updates to a peer once it answered
-    /// the peer's sync step 1).
-    async fn joined(server: &Server, room: &str, keepalive: Keepalive) -> (WsClient, Inbox) {
-        let inbox = Inbox::new();
-        let url = format!("ws://{}/{room}", server.local_addr());
-        let client = connect(
-            &url,
+    /// A client of `url` (no cookies, default limits) whose frames go to `inbox`.
+    fn connect_to(url: &str, inbox: &Inbox, keepalive: Keepalive) -> WsClient {
+        connect(
+            url,
             Vec::new(),
             inbox.queue.clone(),
             1 << 20,
             GuardLimits::default(),
             keepalive,
-        );
+        )
+    }
+
+    /// Connects to `room` and syncs (the room sends live updates to a peer once it answered
+    /// the peer's sync step 1).
+    async fn joined(server: &Server, room: &str, keepalive: Keepalive) -> (WsClient, Inbox) {
+        let inbox = Inbox::new();
+        let url = format!("ws://{}/{room}", server.local_addr());
+        let client = connect_to(&url, &inbox, keepalive);
         let step1 = Message::SyncStep1(Bytes::from_static(&[0])).encode();
         assert!(client.outbound.send_frame(step1));
         inbox
@@ -1019,14 +1024,7 @@ mod tests {
             ping_interval: None,
             idle_timeout: Some(Duration::from_millis(200)),
         };
-        let _client = connect(
-            &url,
-            Vec::new(),
-            inbox.queue.clone(),
-            1 << 20,
-            GuardLimits::default(),
-            keepalive,
-        );
+        let _client = connect_to(&url, &inbox, keepalive);
         let (_held, _) = listener.accept().await.unwrap();
         let reason = inbox.closed().await;
         assert_eq!(reason.code, 1006);

@@ -206,12 +206,8 @@ impl FrameQueue {
     }
 
     /// How many frames wait.
-    pub fn len(&self) -> usize {
+    pub fn waiting(&self) -> usize {
         self.lock().frames.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     pub fn is_closed(&self) -> bool {

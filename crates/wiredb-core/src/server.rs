@@ -745,10 +745,10 @@ async fn write_loop(writer: Writer) {
             tokio::task::yield_now().await;
             // Still growing: the room is busy, and waiting one more turn of the scheduler (a
             // few more readers) costs less than a send each turn. Idle rooms send at once.
-            let mut waiting = queue.len();
+            let mut waiting = queue.waiting();
             for _ in 0..EXTRA_TURNS {
                 tokio::task::yield_now().await;
-                let now = queue.len();
+                let now = queue.waiting();
                 if now == waiting {
                     break;
                 }

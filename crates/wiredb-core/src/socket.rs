@@ -26,10 +26,12 @@ use crate::queue::CloseReason;
 /// lets an endpoint answer only the latest ping); a close frame is always kept.
 const MAX_CONTROL_BYTES: usize = 4 << 10;
 
-const OPCODE_BINARY: u8 = 0x2;
-const OPCODE_CLOSE: u8 = 0x8;
-const OPCODE_PING: u8 = 0x9;
+pub const OPCODE_BINARY: u8 = 0x2;
+pub const OPCODE_CLOSE: u8 = 0x8;
+pub const OPCODE_PING: u8 = 0x9;
+pub const OPCODE_PONG: u8 = 0xA;
 const FIN: u8 = 0x80;
+const MASKED: u8 = 0x80;
 
 /// What tungstenite wrote once the writer took the write half.
 #[derive(Debug)]
@@ -73,29 +75,14 @@ impl Control {
     }
 }
 
-/// Whether whole server frames (unmasked) hold a close frame.
+/// Whether whole frames hold a close frame.
 fn holds_close(mut bytes: &[u8]) -> bool {
-    while let [first, second, rest @ ..] = bytes {
-        if first & 0x0f == OPCODE_CLOSE {
+    while let Some(head) = parse_head(bytes) {
+        if head.opcode == OPCODE_CLOSE {
             return true;
         }
-        let (len, rest) = match second & 0x7f {
-            126 if rest.len() >= 2 => (
-                usize::from(u16::from_be_bytes([rest[0], rest[1]])),
-                &rest[2..],
-            ),
-            127 if rest.len() >= 8 => {
-                let mut len = [0; 8];
-                len.copy_from_slice(&rest[..8]);
-                (
-                    usize::try_from(u64::from_be_bytes(len)).unwrap_or(usize::MAX),
-                    &rest[8..],
-                )
-            }
-            126 | 127 => return false,
-            len => (usize::from(len), rest),
-        };
-        bytes = rest.get(len..).unwrap_or_default();
+        let end = head.len.saturating_add(head.payload);
+        bytes = bytes.get(end..).unwrap_or_default();
     }
     false
 }
@@ -180,28 +167,77 @@ impl AsyncWrite for MemberSocket {
     }
 }
 
-fn header(out: &mut Vec<u8>, opcode: u8, len: usize) {
+/// A frame's header, as read: one codec for the server's writer and the load generator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHead {
+    pub fin: bool,
+    pub opcode: u8,
+    /// The header's length in bytes.
+    pub len: usize,
+    /// The payload's length (`usize::MAX` when it does not fit).
+    pub payload: usize,
+    pub mask: Option<[u8; 4]>,
+}
+
+/// The frame header at the start of `buf`, once it is all there.
+pub fn parse_head(buf: &[u8]) -> Option<FrameHead> {
+    let [first, second, rest @ ..] = buf else {
+        return None;
+    };
+    let (extra, payload) = match second & 0x7f {
+        126 => (
+            2,
+            u64::from(u16::from_be_bytes([*rest.first()?, *rest.get(1)?])),
+        ),
+        127 => {
+            let mut len = [0; 8];
+            len.copy_from_slice(rest.get(..8)?);
+            (8, u64::from_be_bytes(len))
+        }
+        len => (0, u64::from(len)),
+    };
+    let mask = if second & MASKED != 0 {
+        let key = rest.get(extra..extra + 4)?;
+        Some([key[0], key[1], key[2], key[3]])
+    } else {
+        None
+    };
+    Some(FrameHead {
+        fin: first & FIN != 0,
+        opcode: first & 0x0f,
+        len: 2 + extra + if mask.is_some() { 4 } else { 0 },
+        payload: usize::try_from(payload).unwrap_or(usize::MAX),
+        mask,
+    })
+}
+
+/// Appends a final frame's header: a server's unmasked, a client's with its `mask`.
+pub fn write_head(out: &mut Vec<u8>, opcode: u8, payload: usize, mask: Option<[u8; 4]>) {
     out.push(FIN | opcode);
-    if len < 126 {
-        out.push(len as u8);
-    } else if let Ok(len) = u16::try_from(len) {
-        out.push(126);
+    let masked = if mask.is_some() { MASKED } else { 0 };
+    if payload < 126 {
+        out.push(masked | payload as u8);
+    } else if let Ok(len) = u16::try_from(payload) {
+        out.push(masked | 126);
         out.extend_from_slice(&len.to_be_bytes());
     } else {
-        out.push(127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
+        out.push(masked | 127);
+        out.extend_from_slice(&(payload as u64).to_be_bytes());
+    }
+    if let Some(mask) = mask {
+        out.extend_from_slice(&mask);
     }
 }
 
 /// Appends a binary frame holding `payload` as a server sends it (unmasked).
 pub fn binary_frame(out: &mut Vec<u8>, payload: &[u8]) {
-    header(out, OPCODE_BINARY, payload.len());
+    write_head(out, OPCODE_BINARY, payload.len(), None);
     out.extend_from_slice(payload);
 }
 
 /// Appends an empty ping.
 pub fn ping_frame(out: &mut Vec<u8>) {
-    header(out, OPCODE_PING, 0);
+    write_head(out, OPCODE_PING, 0, None);
 }
 
 /// Appends a close frame: the code, then the reason cut to what a control frame holds (125
@@ -212,7 +248,7 @@ pub fn close_frame(out: &mut Vec<u8>, reason: &CloseReason) {
         end -= 1;
     }
     let text = &reason.reason.as_bytes()[..end];
-    header(out, OPCODE_CLOSE, 2 + text.len());
+    write_head(out, OPCODE_CLOSE, 2 + text.len(), None);
     out.extend_from_slice(&reason.code.to_be_bytes());
     out.extend_from_slice(text);
 }
