@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pycrdt import Text
+
 from helpers import wait_for_awareness
 from wiredb import AsyncClientMixin
 
@@ -23,3 +25,20 @@ async def mark(sender: AsyncClientMixin, receiver: AsyncClientMixin, value: str)
         return state is not None and state.get("mark") == value
 
     await wait_for_awareness(awareness, seen)
+
+
+async def check_one_pull_applies_everything(
+    a: AsyncClientMixin, c: AsyncClientMixin, b: AsyncClientMixin
+) -> None:
+    """`b` (auto_pull=False) receives several updates from `a` and `c`, each in its own batch
+    (it saw the marker sent after it before the next is made); one `pull()` applies them all."""
+    for word in ("one", "two", "three"):
+        a.doc.get("a", type=Text).insert(0, word)
+        await mark(a, b, word)
+    for word in ("x", "y"):
+        c.doc.get("c", type=Text).insert(0, word)
+        await mark(c, b, word)
+    text_a, text_c = b.doc.get("a", type=Text), b.doc.get("c", type=Text)
+    assert (str(text_a), str(text_c)) == ("", "")
+    b.pull()
+    assert (str(text_a), str(text_c)) == ("threetwoone", "yx")

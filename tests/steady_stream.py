@@ -11,31 +11,7 @@ from typing import Any
 from anyio import sleep
 from pycrdt import Doc, Text
 
-from update_files import HEADER
-
-
-def complete_records(data: bytes) -> list[bytes]:
-    """The records of a file being appended to: every complete one (a record another thread is
-    writing may be read cut short; it is left out)."""
-    if not data.startswith(HEADER):
-        return []
-    records, pos = [], len(HEADER)
-    while pos < len(data):
-        length, shift, at = 0, 0, pos
-        while at < len(data):
-            byte = data[at]
-            at += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                break
-        else:
-            break
-        if at + length > len(data):
-            break
-        records.append(data[at : at + length])
-        pos = at + length
-    return records
+from update_files import complete_records
 
 
 def written(path: Path) -> tuple[str, int]:

@@ -30,7 +30,8 @@ from anyio import create_task_group, sleep, to_thread
 from pycrdt import Doc, Text
 
 from helpers import wait_until
-from update_files import HEADER, checked_update, parse_records
+from steady_stream import written
+from update_files import checked_update, parse_records
 from wire_websocket import AsyncWebSocketClient
 from wiredb import Reconnect
 
@@ -68,32 +69,22 @@ def serve(cwd: Path, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], int]
         process.wait(timeout=20)
 
 
+async def write_stream(port: int, round: int) -> None:
+    """Appends `round.i,` to room "stream"'s text, i = 0, 1, ..., until the server is gone."""
+    with suppress(ConnectionError, OSError):
+        async with AsyncWebSocketClient(
+            "stream", host="127.0.0.1", port=port, reconnect=False
+        ) as writer:
+            text = writer.doc.get("text", type=Text)
+            for i in range(1_000_000):
+                text += f"{round}.{i},"
+                await sleep(0.0005)
+
+
 def complete_records_text(path: Path) -> str:
     """The text of the file's complete records (a write may be under way: a torn tail is
     skipped, as the server does on load)."""
-    doc: Doc[Any] = Doc()
-    if not path.exists():
-        return ""
-    data = path.read_bytes()
-    if not data.startswith(HEADER):
-        return ""
-    pos = len(HEADER)
-    while pos < len(data):
-        length, shift, start = 0, 0, pos
-        while pos < len(data):
-            byte = data[pos]
-            pos += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                break
-        else:
-            break
-        if pos + length > len(data) or start == pos:
-            break
-        doc.apply_update(data[pos : pos + length])
-        pos += length
-    return str(doc.get("text", type=Text))
+    return written(path)[0]
 
 
 async def test_serve_persists_rooms_by_default(tmp_path: Path) -> None:
@@ -148,16 +139,6 @@ async def test_a_killed_server_restarted_serves_every_acknowledged_edit(tmp_path
     acknowledged: set[str] = set()
     args = ("--directory", str(data), "--fsync", "always")
 
-    async def write(port: int, round: int) -> None:
-        with suppress(ConnectionError, OSError):
-            async with AsyncWebSocketClient(
-                "stream", host="127.0.0.1", port=port, reconnect=False
-            ) as writer:
-                text = writer.doc.get("text", type=Text)
-                for i in range(1_000_000):
-                    text += f"{round}.{i},"
-                    await sleep(0.0005)
-
     for round in range(3):
         with serve(tmp_path, *args) as (process, port):
             async with create_task_group() as tg:
@@ -170,7 +151,7 @@ async def test_a_killed_server_restarted_serves_every_acknowledged_edit(tmp_path
                         served = parts_of(str(text))
                         assert acknowledged <= served, sorted(acknowledged - served)[:10]
                         check_no_hole(served)
-                        tg.start_soon(write, port, round)
+                        tg.start_soon(write_stream, port, round)
                         target = rng.randrange(50, 800)
                         await wait_until(
                             observer.doc,
@@ -197,23 +178,13 @@ async def test_edits_a_kill_lost_come_back_with_the_client_that_saw_them(tmp_pat
     fast = Reconnect(initial_delay=0.02, max_delay=0.2)
     seen: set[str] = set()
 
-    async def write(port: int) -> None:
-        with suppress(ConnectionError, OSError):
-            async with AsyncWebSocketClient(
-                "stream", host="127.0.0.1", port=port, reconnect=False
-            ) as writer:
-                text = writer.doc.get("text", type=Text)
-                for i in range(1_000_000):
-                    text += f"0.{i},"
-                    await sleep(0.0005)
-
     with serve(tmp_path, *args) as (process, port):
         async with AsyncWebSocketClient(
             "stream", host="127.0.0.1", port=port, reconnect=fast
         ) as observer:
             text = observer.doc.get("text", type=Text)
             async with create_task_group() as tg:
-                tg.start_soon(write, port)
+                tg.start_soon(write_stream, port, 0)
                 target = random.randrange(50, 800)
                 await wait_until(observer.doc, lambda: str(text).count(",0.") >= target, timeout=60)
                 seen = parts_of(str(text))

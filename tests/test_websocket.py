@@ -22,7 +22,7 @@ from anyio.abc import TaskStatus
 from pycrdt import Array, Doc, Map, Text
 
 from helpers import wait_until
-from marks import mark
+from marks import check_one_pull_applies_everything, mark
 from wire_websocket import AsyncWebSocketClient, AsyncWebSocketServer, WebSocketClient
 from wiredb import Room
 
@@ -227,18 +227,7 @@ async def test_one_pull_applies_everything_pending() -> None:
             AsyncWebSocketClient("p", host="127.0.0.1", port=server.port) as c,
             AsyncWebSocketClient("p", auto_pull=False, host="127.0.0.1", port=server.port) as b,
         ):
-            # Several updates from two clients, each received by b (it saw the marker sent
-            # after it) before the next is made.
-            for word in ("one", "two", "three"):
-                a.doc.get("a", type=Text).insert(0, word)
-                await mark(a, b, word)
-            for word in ("x", "y"):
-                c.doc.get("c", type=Text).insert(0, word)
-                await mark(c, b, word)
-            text_a, text_c = b.doc.get("a", type=Text), b.doc.get("c", type=Text)
-            assert (str(text_a), str(text_c)) == ("", "")
-            b.pull()
-            assert (str(text_a), str(text_c)) == ("threetwoone", "yx")
+            await check_one_pull_applies_everything(a, c, b)
 
 
 class RecordingRoom(Room):

@@ -18,7 +18,7 @@ from anyio.abc import TaskStatus
 from pycrdt import Map, Text
 
 from helpers import wait_until
-from marks import mark
+from marks import check_one_pull_applies_everything, mark
 from wire_memory import AsyncMemoryClient, AsyncMemoryServer
 from wire_pipe import AsyncPipeClient, AsyncPipeServer
 from wiredb import AsyncClientMixin, Room
@@ -123,18 +123,7 @@ async def test_one_pull_applies_everything_pending(wire: str) -> None:
             await client(server, "p") as c,
             await client(server, "p", auto_pull=False) as b,
         ):
-            # Several updates from two clients, each received by b (it saw the marker sent
-            # after it) before the next is made.
-            for word in ("one", "two", "three"):
-                a.doc.get("a", type=Text).insert(0, word)
-                await mark(a, b, word)
-            for word in ("x", "y"):
-                c.doc.get("c", type=Text).insert(0, word)
-                await mark(c, b, word)
-            text_a, text_c = b.doc.get("a", type=Text), b.doc.get("c", type=Text)
-            assert (str(text_a), str(text_c)) == ("", "")
-            b.pull()
-            assert (str(text_a), str(text_c)) == ("threetwoone", "yx")
+            await check_one_pull_applies_everything(a, c, b)
 
 
 async def test_a_new_client_receives_the_existing_document(wire: str) -> None:

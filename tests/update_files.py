@@ -84,6 +84,30 @@ def parse_records(data: bytes) -> list[bytes]:
     return records
 
 
+def complete_records(data: bytes) -> list[bytes]:
+    """The records of a file being appended to: every complete one (a record another thread is
+    writing may be read cut short; it is left out)."""
+    if not data.startswith(HEADER):
+        return []
+    records, pos = [], len(HEADER)
+    while pos < len(data):
+        length, shift, at = 0, 0, pos
+        while at < len(data):
+            byte = data[at]
+            at += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        else:
+            break
+        if at + length > len(data):
+            break
+        records.append(data[at : at + length])
+        pos = at + length
+    return records
+
+
 def read_records(path: Path) -> list[bytes]:
     return parse_records(path.read_bytes())
 
