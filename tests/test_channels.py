@@ -133,9 +133,11 @@ class WebsocketsChannel(Channel):
         return bytes(message)
 
 
-def blocking_edit(port: int, word: str) -> str:
-    with connect(f"ws://127.0.0.1:{port}/third-party") as connection:
-        with Client(WebsocketsChannel(connection, "third-party"), auto_push=True) as client:
+def blocking_edit(port: int, word: str, room: str = "third-party") -> str:
+    """Adds `word` through a blocking `Client` over a `websockets` channel to `room`, and
+    returns the text once it holds what an async client wrote ("async")."""
+    with connect(f"ws://127.0.0.1:{port}/{room}") as connection:
+        with Client(WebsocketsChannel(connection, room), auto_push=True) as client:
             client.pull()
             text = client.doc.get("text", type=Text)
             text += word

@@ -11,14 +11,14 @@ import pytest
 import sniffio
 from anyio import Event, create_memory_object_stream, create_task_group, sleep_forever, to_thread
 from pycrdt import Text
-from websockets.sync.client import connect
 
 from helpers import wait_until
-from test_channels import StreamChannel, WebsocketsChannel, channel_pair
+from test_channels import StreamChannel, channel_pair
+from test_channels import blocking_edit as channel_edit
 from wire_memory import AsyncMemoryClient, AsyncMemoryServer
 from wire_pipe import AsyncPipeClient, AsyncPipeServer
 from wire_websocket import AsyncWebSocketClient, AsyncWebSocketServer, WebSocketClient
-from wiredb import AsyncClient, AsyncClientMixin, Client
+from wiredb import AsyncClient, AsyncClientMixin
 
 pytestmark = pytest.mark.anyio
 
@@ -108,16 +108,6 @@ def blocking_edit(port: int, word: str) -> None:
             assert client.wait(10)
 
 
-def channel_edit(port: int, word: str) -> None:
-    with connect(f"ws://127.0.0.1:{port}/f") as connection:
-        with Client(WebsocketsChannel(connection, "f"), auto_push=True) as client:
-            client.pull()
-            text = client.doc.get("text", type=Text)
-            text += word
-            while "async" not in str(text):
-                assert client.wait(10)
-
-
 async def blocking_clients() -> None:
     """The blocking `WebSocketClient`, and a blocking `Client` over a user's `Channel`."""
     async with AsyncWebSocketServer(host="127.0.0.1", port=0) as server:
@@ -125,7 +115,7 @@ async def blocking_clients() -> None:
             text = a.doc.get("text", type=Text)
             text += "async "
             await to_thread.run_sync(blocking_edit, server.port, "blocking ")
-            await to_thread.run_sync(channel_edit, server.port, "channel")
+            await to_thread.run_sync(channel_edit, server.port, "channel", "f")
             await wait_until(a.doc, lambda: "blocking" in str(text) and "channel" in str(text))
 
 

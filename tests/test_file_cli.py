@@ -31,7 +31,7 @@ from pycrdt import Doc, Text
 
 from helpers import wait_until
 from steady_stream import written
-from update_files import checked_update, parse_records
+from update_files import checked_update, parse_records, read_varuint
 from wire_websocket import AsyncWebSocketClient
 from wiredb import Reconnect
 
@@ -282,14 +282,9 @@ def first_client(update: bytes) -> int:
     values: list[int] = []
     pos = 0
     while len(values) < 3:
-        value, shift = 0, 0
-        while True:
-            byte = update[pos]
-            pos += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                break
+        read = read_varuint(update, pos)
+        assert read is not None, "an update cut short"
+        value, pos = read
         values.append(value)
     return values[2]
 

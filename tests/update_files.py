@@ -64,20 +64,28 @@ def encode_file(updates: list[bytes], checked: bool = False) -> bytes:
     return HEADER + b"".join(encode_varuint(len(r)) + r for r in records)
 
 
+def read_varuint(data: bytes, pos: int) -> tuple[int, int] | None:
+    """The lib0 varuint at `pos` and the position after it; None if `data` ends within it."""
+    value, shift = 0, 0
+    while pos < len(data):
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, pos
+    return None
+
+
 def parse_records(data: bytes) -> list[bytes]:
     """Every record (trailer included) of a whole file; fails on anything else (a torn or
     interleaved record)."""
     assert data.startswith(HEADER), data[:16]
     records, pos = [], len(HEADER)
     while pos < len(data):
-        length, shift = 0, 0
-        while True:
-            byte = data[pos]
-            pos += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                break
+        read = read_varuint(data, pos)
+        assert read is not None, f"bad record at {pos}"
+        length, pos = read
         assert length > 0 and pos + length <= len(data), f"bad record at {pos}"
         records.append(data[pos : pos + length])
         pos += length
@@ -91,16 +99,10 @@ def complete_records(data: bytes) -> list[bytes]:
         return []
     records, pos = [], len(HEADER)
     while pos < len(data):
-        length, shift, at = 0, 0, pos
-        while at < len(data):
-            byte = data[at]
-            at += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                break
-        else:
+        read = read_varuint(data, pos)
+        if read is None:
             break
+        length, at = read
         if at + length > len(data):
             break
         records.append(data[at : at + length])
