@@ -838,6 +838,121 @@ mod tests {
         txn.encode_update_v1().into()
     }
 
+    /// `n` one-character edits of one client, each its own update: prepends (each a struct
+    /// of its own in the document) or appends (merged by yrs into one).
+    fn typed(n: usize, prepend: bool) -> Vec<Bytes> {
+        let doc = Doc::with_client_id(7);
+        let t = doc.get_or_insert_text("text");
+        (0..n)
+            .map(|i| {
+                let mut txn = doc.transact_mut();
+                t.insert(&mut txn, if prepend { 0 } else { i as u32 }, "a");
+                txn.encode_update_v1().into()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_quota_counts_what_a_document_costs_in_memory_not_its_bytes() {
+        let limits = RoomLimits {
+            max_document_bytes: 1 << 20,
+            ..RoomLimits::default()
+        };
+        // 10,000 prepends in one update: about 70 KB on the wire, 2 MB in a yrs document.
+        let doc = Doc::with_client_id(7);
+        let t = doc.get_or_insert_text("text");
+        let mut txn = doc.transact_mut();
+        for _ in 0..10_000 {
+            t.insert(&mut txn, 0, "a");
+        }
+        let prepends: Bytes = txn.encode_update_v1().into();
+        drop(txn);
+        assert!(prepends.len() < 100_000);
+        let room = RoomCore::new("r", limits);
+        let member = synced_peer(&room, &queue());
+        assert!(matches!(
+            room.handle(member, Message::Update(prepends)),
+            Err(RoomError::Quota { .. })
+        ));
+        assert_eq!(room.document_cost(), 0);
+    }
+
+    #[test]
+    fn typing_is_measured_before_it_is_refused() {
+        // 20,000 keystrokes are estimated at 4 MB, but yrs merges them into one item: the
+        // room measures the document when the estimate passes the quota, and takes them all.
+        let limits = RoomLimits {
+            max_document_bytes: 1 << 20,
+            ..RoomLimits::default()
+        };
+        let room = RoomCore::new("r", limits);
+        let member = synced_peer(&room, &queue());
+        for update in typed(20_000, false) {
+            room.handle(member, Message::Update(update)).unwrap();
+        }
+        assert_eq!(text_of(&room.encode_state_as_update()).len(), 20_000);
+        assert!(room.document_cost() <= 1 << 20);
+        // Prepends are as costly as estimated: refused once past the quota.
+        let room = RoomCore::new("r", limits);
+        let member = synced_peer(&room, &queue());
+        let refused = typed(20_000, true)
+            .into_iter()
+            .map(|u| room.handle(member, Message::Update(u)))
+            .position(|r| matches!(r, Err(RoomError::Quota { .. })));
+        assert!(refused.is_some_and(|at| at < 10_000), "{refused:?}");
+    }
+
+    #[test]
+    fn requests_that_cost_an_encode_are_answered_once_per_frame() {
+        let room = RoomCore::new("r", RoomLimits::default());
+        let q = queue();
+        let member = synced_peer(&room, &q);
+        room.handle(
+            member,
+            Message::Awareness(crate::awareness::encode_update([(5, 1, &b"{}"[..])])),
+        )
+        .unwrap();
+        q.drain();
+        let mut frame = Vec::new();
+        for _ in 0..1000 {
+            frame.extend_from_slice(&Message::QueryAwareness.encode());
+            frame.extend_from_slice(&Message::SyncStep1(Bytes::from_static(&[0])).encode());
+        }
+        room.handle_frame(member, &Bytes::from(frame)).unwrap();
+        let answers = messages(&q);
+        assert_eq!(answers.len(), 2, "{answers:?}");
+        assert!(matches!(answers[0], Message::SyncStep2(_)));
+        assert!(matches!(answers[1], Message::Awareness(_)));
+    }
+
+    #[test]
+    fn a_member_that_keeps_the_room_busy_is_refused() {
+        let limits = RoomLimits {
+            member_work: WorkLimits {
+                rate: 0.0,
+                burst: Duration::from_millis(20),
+            },
+            ..RoomLimits::default()
+        };
+        let room = RoomCore::new("r", limits);
+        let member = synced_peer(&room, &queue());
+        let refused = typed(200_000, true)
+            .chunks(500)
+            .map(|updates| {
+                let mut frame = Vec::new();
+                for update in updates {
+                    frame.extend_from_slice(&Message::Update(update.clone()).encode());
+                }
+                room.handle_frame(member, &Bytes::from(frame))
+            })
+            .position(|r| matches!(r, Err(RoomError::TooMuchWork)));
+        assert!(refused.is_some(), "never refused");
+        // Another member is served as before.
+        let other = synced_peer(&room, &queue());
+        room.handle_frame(other, &Message::Update(edit("x")).encode())
+            .unwrap();
+    }
+
     #[test]
     fn a_joiner_gets_step1_and_answers_are_step2() {
         let room = RoomCore::new("r", RoomLimits::default());
