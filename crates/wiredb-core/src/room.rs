@@ -9,7 +9,7 @@
 //! frames keep the room busy to its own and the room's [`Work`]: past either, it is refused.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -290,6 +290,17 @@ pub struct RoomCore {
     next_member: AtomicU64,
     /// Updates wait to be applied: any frame may set off a long run of applies.
     has_waiting: AtomicBool,
+    /// Frames being handled that may take long (see [`RoomCore::heavy`]).
+    heavy: AtomicUsize,
+}
+
+/// A heavy frame being handled; see [`RoomCore::heavy`].
+pub struct Heavy<'a>(&'a AtomicUsize);
+
+impl Drop for Heavy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for RoomCore {
@@ -316,6 +327,7 @@ impl RoomCore {
             }),
             next_member: AtomicU64::new(1),
             has_waiting: AtomicBool::new(false),
+            heavy: AtomicUsize::new(0),
         })
     }
 
@@ -330,9 +342,22 @@ impl RoomCore {
         &self.id
     }
 
-    /// Whether updates wait for edits the room lacks (a frame may then cost many applies).
-    pub fn has_waiting(&self) -> bool {
-        self.has_waiting.load(Ordering::Relaxed)
+    /// Whether a frame of `len` bytes may keep the room busy for long: it is large, updates
+    /// wait (any frame may then set off a long run of applies), or another such frame is being
+    /// handled (the room's lock is then held for long). A server hands such frames off the
+    /// threads that serve every other connection; holding the returned guard while doing so
+    /// marks the room busy.
+    pub fn heavy(&self, len: usize) -> Option<Heavy<'_>> {
+        const HEAVY_FRAME_BYTES: usize = 64 << 10;
+        if len >= HEAVY_FRAME_BYTES
+            || self.has_waiting.load(Ordering::Relaxed)
+            || self.heavy.load(Ordering::Relaxed) > 0
+        {
+            self.heavy.fetch_add(1, Ordering::Relaxed);
+            Some(Heavy(&self.heavy))
+        } else {
+            None
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, RoomState> {

@@ -671,18 +671,17 @@ async fn serve_member(
     }
 }
 
-/// Frames at least this large (and any frame while the room holds updates waiting to be
-/// applied) are handled with the worker handed over to another thread, so that one busy room
-/// never holds up accepting, hand-shaking and the other rooms.
-const HEAVY_FRAME_BYTES: usize = 64 << 10;
-
+/// Handles a frame; one that may keep its room busy for long (see `RoomCore::heavy`) with the
+/// worker handed over to another thread, so that one busy room never holds up accepting,
+/// hand-shaking and the other rooms.
 fn handle_off_workers(core: &RoomCore, member: u64, frame: &Bytes) -> Result<(), RoomError> {
     let multi_thread = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if multi_thread && (frame.len() >= HEAVY_FRAME_BYTES || core.has_waiting()) {
-        tokio::task::block_in_place(|| core.handle_frame(member, frame))
-    } else {
-        core.handle_frame(member, frame)
+    match core.heavy(frame.len()) {
+        Some(_busy) if multi_thread => {
+            tokio::task::block_in_place(|| core.handle_frame(member, frame))
+        }
+        _ => core.handle_frame(member, frame),
     }
 }
 
