@@ -533,11 +533,9 @@ async fn next_pending(
         Some(Ok(WsMessage::Text(text))) => (None, text.len()),
         // Pings are answered by tungstenite; they count for nothing here.
         Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => return Ok(None),
-        Some(Ok(WsMessage::Close(_))) | None => return Err(CloseReason::normal()),
-        Some(Err(WsError::Capacity(_))) => {
-            return Err(CloseReason::new(1009, "message too big"));
-        }
-        Some(Err(_)) => return Err(CloseReason::new(1006, "")),
+        Some(Ok(WsMessage::Close(frame))) => return Err(answer_to_close(frame.as_ref())),
+        None => return Err(CloseReason::normal()),
+        Some(Err(error)) => return Err(read_error_reason(&error, ws.get_ref())),
     };
     if !pending.push(frame.clone(), len, auth) {
         return Err(CloseReason::new(
