@@ -673,13 +673,16 @@ async fn serve_member(
 /// worker handed over to another thread, so that one busy room never holds up accepting,
 /// hand-shaking and the other rooms.
 fn handle_off_workers(core: &RoomCore, member: u64, frame: &Bytes) -> Result<(), RoomError> {
+    let Some(_busy) = core.heavy(frame.len()) else {
+        return core.handle_frame(member, frame);
+    };
+    // Asked only now: the handle is an Arc shared by every worker.
     let multi_thread = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    match core.heavy(frame.len()) {
-        Some(_busy) if multi_thread => {
-            tokio::task::block_in_place(|| core.handle_frame(member, frame))
-        }
-        _ => core.handle_frame(member, frame),
+    if multi_thread {
+        tokio::task::block_in_place(|| core.handle_frame(member, frame))
+    } else {
+        core.handle_frame(member, frame)
     }
 }
 
