@@ -39,6 +39,7 @@ use crate::auth::{
     leading_token, Asked, AuthConfig, Decision, PendingFrames, Request as JoinRequest,
     CLOSE_POLICY, CLOSE_TRY_AGAIN, CLOSE_UNAUTHORIZED, TOKEN_PARAM,
 };
+use crate::clip::Clipped;
 use crate::connections::{Connections, Registration};
 use crate::http;
 use crate::queue::{CloseReason, FrameQueue, QueueLimits};
@@ -378,7 +379,7 @@ async fn open_connection(
     let (access, identity, pending) = match admitted {
         Ok(admitted) => admitted,
         Err(reason) => {
-            tracing::debug!(room = %room_id, %peer, code = reason.code, reason = %reason.reason, "refused");
+            tracing::debug!(room = %Clipped(&room_id), %peer, code = reason.code, reason = %Clipped(&reason.reason), "refused");
             close_socket(ws, &reason).await;
             return None;
         }
@@ -395,12 +396,12 @@ async fn open_connection(
     let lease = match acquired {
         Ok(Ok(lease)) => lease,
         Ok(Err(error)) => {
-            tracing::warn!(room = %room_id, %peer, %error, "join refused");
+            tracing::warn!(room = %Clipped(&room_id), %peer, %error, "join refused");
             close_socket(ws, &CloseReason::new(1011, "room could not be opened")).await;
             return None;
         }
         Err(_) => {
-            tracing::warn!(room = %room_id, %peer, "room took too long to open");
+            tracing::warn!(room = %Clipped(&room_id), %peer, "room took too long to open");
             close_socket(ws, &CloseReason::new(1013, "room not ready")).await;
             return None;
         }
@@ -608,7 +609,7 @@ async fn serve_member(
     }
     let reason = loop {
         if let Some(error) = failed.take() {
-            tracing::warn!(room = %core.id(), %peer, %error, "closing connection");
+            tracing::warn!(room = %Clipped(&core.id()), %peer, %error, "closing connection");
             break error.close_reason();
         }
         let grace = closing_until.unwrap_or_else(tokio::time::Instant::now);
@@ -631,7 +632,7 @@ async fn serve_member(
             }
             _ = ping.tick(), if closing_until.is_none() => {
                 if last_seen.elapsed() >= config.idle_timeout {
-                    tracing::debug!(room = %core.id(), %peer, "idle: closing");
+                    tracing::debug!(room = %Clipped(&core.id()), %peer, "idle: closing");
                     break CloseReason::new(1001, "idle timeout");
                 }
                 queue.push_ping();
@@ -657,7 +658,7 @@ async fn serve_member(
             Some(Ok(_)) => stream.get_mut().settle(),
             Some(Err(error)) => {
                 let reason = read_error_reason(&error, stream.get_ref());
-                tracing::debug!(room = %core.id(), %peer, %error, code = reason.code, "closing connection");
+                tracing::debug!(room = %Clipped(&core.id()), %peer, %error, code = reason.code, "closing connection");
                 break reason;
             }
         }
@@ -840,7 +841,7 @@ async fn write_loop(writer: Writer) {
             Err(failed) => {
                 if let SendFailed::TimedOut = failed {
                     // Not reading: no close frame could get through either.
-                    tracing::warn!(room = %core.id(), "peer stopped reading: closing connection");
+                    tracing::warn!(room = %Clipped(&core.id()), "peer stopped reading: closing connection");
                 }
                 queue.close(CloseReason::new(1006, ""));
                 break;
