@@ -157,7 +157,7 @@ impl Registry {
         {
             let mut rooms = self.lock();
             let Some(Slot::Opening(waiters)) = rooms.remove(id) else {
-                tracing::warn!(room = %Clipped(&id), "opened a room that nobody was waiting for");
+                tracing::warn!(room = %Clipped(id), "opened a room that nobody was waiting for");
                 return;
             };
             rooms.insert(

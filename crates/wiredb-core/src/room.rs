@@ -212,7 +212,7 @@ impl RoomState {
         if let Some(update) = guard::encode_state(&self.doc, sv) {
             return update;
         }
-        tracing::warn!(room = %Clipped(&room), "the document could not be encoded; rebuilding it");
+        tracing::warn!(room = %Clipped(room), "the document could not be encoded; rebuilding it");
         self.changed();
         self.doc = guard::rebuild(&self.doc, None, &self.limits.guard);
         guard::encode_state(&self.doc, sv).unwrap_or_else(|| crate::protocol::EMPTY_UPDATE.to_vec())

@@ -609,7 +609,7 @@ async fn serve_member(
     }
     let reason = loop {
         if let Some(error) = failed.take() {
-            tracing::warn!(room = %Clipped(&core.id()), %peer, %error, "closing connection");
+            tracing::warn!(room = %Clipped(core.id()), %peer, %error, "closing connection");
             break error.close_reason();
         }
         let grace = closing_until.unwrap_or_else(tokio::time::Instant::now);
@@ -632,7 +632,7 @@ async fn serve_member(
             }
             _ = ping.tick(), if closing_until.is_none() => {
                 if last_seen.elapsed() >= config.idle_timeout {
-                    tracing::debug!(room = %Clipped(&core.id()), %peer, "idle: closing");
+                    tracing::debug!(room = %Clipped(core.id()), %peer, "idle: closing");
                     break CloseReason::new(1001, "idle timeout");
                 }
                 queue.push_ping();
@@ -658,7 +658,7 @@ async fn serve_member(
             Some(Ok(_)) => stream.get_mut().settle(),
             Some(Err(error)) => {
                 let reason = read_error_reason(&error, stream.get_ref());
-                tracing::debug!(room = %Clipped(&core.id()), %peer, %error, code = reason.code, "closing connection");
+                tracing::debug!(room = %Clipped(core.id()), %peer, %error, code = reason.code, "closing connection");
                 break reason;
             }
         }
@@ -841,7 +841,7 @@ async fn write_loop(writer: Writer) {
             Err(failed) => {
                 if let SendFailed::TimedOut = failed {
                     // Not reading: no close frame could get through either.
-                    tracing::warn!(room = %Clipped(&core.id()), "peer stopped reading: closing connection");
+                    tracing::warn!(room = %Clipped(core.id()), "peer stopped reading: closing connection");
                 }
                 queue.close(CloseReason::new(1006, ""));
                 break;
