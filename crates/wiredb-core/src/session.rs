@@ -127,10 +127,19 @@ pub async fn serve<R: PeerReader, W: PeerWriter>(
             break;
         }
     }
+    // Set once the room refused the member: it has left, and what its peer still sends is
+    // read and dropped until it ends (closing a socket with unread input resets it, and the
+    // reset can destroy the close before the peer reads it).
+    let mut refused: Option<CloseReason> = None;
     let reason = loop {
         if let Some(error) = failed.take() {
             tracing::warn!(room = %Clipped(core.id()), member, %error, "closing connection");
-            break error.close_reason();
+            let reason = error.close_reason();
+            core.leave(member);
+            queue.close(reason.clone());
+            refused = Some(reason);
+            let until = tokio::time::Instant::now() + config.close_grace;
+            closing_until = Some(closing_until.map_or(until, |t| t.min(until)));
         }
         let grace = closing_until.unwrap_or_else(tokio::time::Instant::now);
         let received = tokio::select! {
@@ -149,7 +158,7 @@ pub async fn serve<R: PeerReader, W: PeerWriter>(
                 continue;
             }
             () = tokio::time::sleep_until(grace), if closing_until.is_some() => {
-                break CloseReason::new(1001, "");
+                break refused.take().unwrap_or_else(|| CloseReason::new(1001, ""));
             }
             _ = tick(&mut ping), if ping.is_some() && closing_until.is_none() => {
                 let idle = config.keepalive.map_or(Duration::MAX, |(_, idle)| idle);
@@ -163,6 +172,7 @@ pub async fn serve<R: PeerReader, W: PeerWriter>(
         };
         last_seen = tokio::time::Instant::now();
         match received {
+            Received::Frame(_) | Received::Other if refused.is_some() => reader.handled(),
             Received::Frame(frame) => {
                 let handled = handle(&core, member, &frame);
                 drop(frame);
@@ -177,10 +187,11 @@ pub async fn serve<R: PeerReader, W: PeerWriter>(
             Received::Other => reader.handled(),
             Received::Ended(reason) => {
                 tracing::debug!(room = %Clipped(core.id()), member, code = reason.code, "member ended");
-                break reason;
+                break refused.take().unwrap_or(reason);
             }
         }
     };
+    // Both are no-ops for a member the room refused: it left then.
     core.leave(member);
     queue.close(reason.clone());
     if !writer_done
