@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pycrdt import Doc, Text
 from ywire import (
     AWARENESS,
     QUERY_AWARENESS,
@@ -30,7 +31,7 @@ from ywire import (
     update_message,
 )
 
-ATTACK_SECONDS = 45.0
+ATTACK_SECONDS = 30.0
 Report = dict[str, Any]
 
 
@@ -47,39 +48,48 @@ async def synced(ws: AsyncSocket, replies: list[int] | None = None) -> None:
                 replies[0] += 1
 
 
-async def closed_with(ws: AsyncSocket) -> int:
-    """Reads (and drops) everything until the server closes: its close code."""
+async def answer_or_close(ws: AsyncSocket) -> bytes | int:
+    """Reads (and drops) everything until the answer to a sync step 1 (its update) or until
+    the server closes the connection (its close code)."""
     try:
         while True:
-            await ws.read_frame()
+            for message in await ws.messages():
+                if message.kind == SYNC and message.sub == STEP2:
+                    return message.payload
     except Closed as closed:
         return closed.code
 
 
-async def send_until_closed(ws: AsyncSocket, messages: list[bytes]) -> int | None:
-    """Sends `messages` while reading what comes back; the close code if the server closes
-    the connection before the last one is handled, else None."""
-    reader = asyncio.ensure_future(closed_with(ws))
+async def send_until_closed(ws: AsyncSocket, messages: list[bytes]) -> bytes | int:
+    """Sends `messages`, then a sync step 1, on a new connection, while reading what comes
+    back: the server's close code if it closes the connection first, else its answer to the
+    step 1 (the whole document), once everything sent before was handled."""
+    reader = asyncio.ensure_future(answer_or_close(ws))
     try:
-        for message in messages:
+        for message in [*messages, sync_step1()]:
             if reader.done():
                 break
             try:
                 await ws.send(message)
             except (ConnectionError, OSError):
                 break
-        if not reader.done():
-            # Handled in order: a step 1 after them is answered once they all were.
-            try:
-                await ws.send(sync_step1())
-            except (ConnectionError, OSError):
-                pass
-        done, _ = await asyncio.wait([reader], timeout=1.0)
-        if done:
-            return reader.result()
-        return None
+        return await reader
     finally:
         reader.cancel()
+
+
+def code_of(result: bytes | int) -> int | None:
+    return result if isinstance(result, int) else None
+
+
+def text_length(result: bytes | int) -> int | None:
+    """The length of the text "t" in a step 2's update."""
+    if isinstance(result, int):
+        return None
+    doc: Doc[Any] = Doc()
+    text = doc.get("t", type=Text)
+    doc.apply_update(result)
+    return len(str(text))
 
 
 async def query_flood(port: int, room: str, connections: int = 2, size: int = 64 << 20) -> Report:
@@ -127,10 +137,9 @@ async def awareness_flood(
         ws = await AsyncSocket.connect(port, room)
         try:
             batch = [
-                awareness_ids(offset + k * per_message, per_message, state_bytes)
-                for k in range(n)
+                awareness_ids(offset + k * per_message, per_message, state_bytes) for k in range(n)
             ]
-            return await send_until_closed(ws, batch)
+            return code_of(await send_until_closed(ws, batch))
         finally:
             await ws.close()
 
@@ -193,14 +202,13 @@ async def prepend_flood(
             update_message(text_chain(1, start, min(chunk, count - start), prepend=True))
             for start in range(0, count, chunk)
         ]
-        return {"closed": await send_until_closed(ws, updates), "sent": count}
+        result = await send_until_closed(ws, updates)
+        return {"closed": code_of(result), "sent": count}
     finally:
         await ws.close()
 
 
-async def out_of_order(
-    port: int, room: str, count: int = 150_000, per_frame: int = 1000
-) -> Report:
+async def out_of_order(port: int, room: str, count: int = 150_000, per_frame: int = 1000) -> Report:
     """Item 6: `count` one-item updates that all wait for the first one (sent last), many
     messages to a frame. Reports the text length a new client then finds."""
     ws = await AsyncSocket.connect(port, room)
@@ -215,7 +223,8 @@ async def out_of_order(
                 )
             )
         frames.append(update_message(text_chain(7, 0, 1, prepend=False)))
-        return {"closed": await send_until_closed(ws, frames), "items": count + 1}
+        result = await send_until_closed(ws, frames)
+        return {"closed": code_of(result), "items": count + 1, "length": text_length(result)}
     finally:
         await ws.close()
 
@@ -280,8 +289,8 @@ async def conflict(port: int, room: str, items: int = 15_000) -> Report:
             second, [update_message(text_chain(2, 0, items, prepend=True))]
         )
         return {
-            "first": first_closed,
-            "second": second_closed,
+            "first": code_of(first_closed),
+            "second": code_of(second_closed),
             "seconds": round(time.monotonic() - start, 2),
         }
     finally:
@@ -306,9 +315,7 @@ async def main() -> None:
     options = {k: int(v) for k, v in (arg.split("=", 1) for arg in args)}
     start = time.monotonic()
     try:
-        report = await asyncio.wait_for(
-            ATTACKS[name](int(port), room, **options), ATTACK_SECONDS
-        )
+        report = await asyncio.wait_for(ATTACKS[name](int(port), room, **options), ATTACK_SECONDS)
     except TimeoutError:
         report = {"timed_out": True}
     except (ConnectionError, OSError) as error:
