@@ -282,9 +282,11 @@ async def honest_rounds(port: int, attack_done: asyncio.Event, room: str = "hone
         await b.close()
 
 
-async def attacked(server: ChildServer, attack: str, room: str, options: dict[str, int]) -> Any:
-    """Runs `attack` (tests/hostile/attacks.py) while honest rounds go on in another room;
-    returns its report."""
+async def attacked(
+    server: ChildServer, attack: str, room: str, options: dict[str, int], honest_during: bool
+) -> Any:
+    """Runs `attack` (tests/hostile/attacks.py) while honest rounds go on in another room (or,
+    unless `honest_during`, one round once it is over); returns its report."""
     args = [f"{k}={v}" for k, v in options.items()]
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -306,6 +308,8 @@ async def attacked(server: ChildServer, attack: str, room: str, options: dict[st
 
     attacker = asyncio.ensure_future(run())
     try:
+        if not honest_during:
+            await done.wait()
         durations = await honest_rounds(server.port, done)
         out, err = await attacker
     except (AssertionError, OSError, ConnectionClosed, TimeoutError) as error:
@@ -324,10 +328,12 @@ async def attacked(server: ChildServer, attack: str, room: str, options: dict[st
     return report
 
 
-def run_attack(server: ChildServer, attack: str, room: str, **options: int) -> Any:
+def run_attack(
+    server: ChildServer, attack: str, room: str, *, honest_during: bool = True, **options: int
+) -> Any:
     """The attack's report, once every check of an honest client passed; then the memory
     budget is checked."""
-    report = asyncio.run(attacked(server, attack, room, options))
+    report = asyncio.run(attacked(server, attack, room, options, honest_during))
     assert not report.get("timed_out"), f"{attack} did not finish in time: {report}"
     assert "error" not in report, f"{attack} lost its connection: {report}"
     server.check_budget()
@@ -378,6 +384,21 @@ def test_awareness_states_are_held_once_for_members_that_do_not_read(tmp_path: P
         server.stop()
 
 
+# -- the process budget ------------------------------------------------------------------------
+
+
+def test_documents_past_the_process_budget_close_their_sender_with_1013(tmp_path: Path) -> None:
+    """Twelve rooms of a 30 MB update each, all kept open: past the 256 MiB budget the next
+    sender is closed with 1013 (0.8.0 took them all). A full budget refuses everyone's input,
+    honest clients' too: they are checked once the attacker is gone."""
+    with child_server(tmp_path) as server:
+        report = run_attack(server, "fill_rooms", "full", honest_during=False, rooms=12)
+        codes = report["codes"]
+        assert set(codes) <= {None, 1013}, report
+        assert codes[0] is None and 1013 in codes, report
+        server.stop()
+
+
 # -- 4: the document quota counts wire bytes ---------------------------------------------------
 
 
@@ -394,11 +415,12 @@ def test_the_document_quota_counts_memory_not_wire_bytes(tmp_path: Path) -> None
 
 
 def test_updates_waiting_out_of_order_cost_linear_work(tmp_path: Path) -> None:
-    """150k ten-byte updates waiting for a first one, then the first one (0.8.0: O(n^2) to
-    queue and to drain, under the room's lock). 1.5 MB is within `max_waiting_bytes`: all
-    applied, unless the server closes the sender with 1008 for waiting too much."""
+    """200k ten-byte updates waiting for a first one, then the first one (0.8.0: O(n^2) to
+    queue and to drain, under the room's lock: more than the attack's 30 s). 2 MB is within
+    `max_waiting_bytes`: all applied, unless the server closes the sender with 1008 for
+    waiting too much."""
     with child_server(tmp_path) as server:
-        report = run_attack(server, "out_of_order", "waiting", count=150_000)
+        report = run_attack(server, "out_of_order", "waiting", count=200_000)
         if report["closed"] is None:
             assert report["length"] == report["items"], report
         else:
@@ -439,17 +461,33 @@ VIOLATIONS = {
 }
 
 
-@pytest.fixture(scope="module", params=["server", "cli"])
-def violated(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ChildServer]:
-    """One server for every violation (each on a connection of its own); it must outlive
-    them all and stop cleanly."""
-    tmp = tmp_path_factory.mktemp(f"violations-{request.param}")
-    with child_server(tmp, cli=request.param == "cli") as server:
+@contextmanager
+def outliving(tmp_path: Path, cli: bool) -> Iterator[ChildServer]:
+    """A server for many connections of their own; it must outlive them all and stop
+    cleanly."""
+    with child_server(tmp_path, cli=cli) as server:
         yield server
         server.check_budget()
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def plain_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChildServer]:
+    with outliving(tmp_path_factory.mktemp("plain-server"), cli=False) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def cli_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChildServer]:
+    with outliving(tmp_path_factory.mktemp("cli-server"), cli=True) as server:
+        yield server
+
+
+@pytest.fixture(params=["plain_server", "cli_server"])
+def violated(request: pytest.FixtureRequest) -> ChildServer:
+    """Each kind of server, shared by the violations."""
+    server: ChildServer = request.getfixturevalue(request.param)
+    return server
 
 
 @pytest.mark.parametrize("violation", list(VIOLATIONS))
@@ -475,14 +513,14 @@ def test_plain_http_is_answered_with_a_status(violated: ChildServer) -> None:
                 break
             response += data
     status = response.split(b"\r\n", 1)[0]
-    assert re.fullmatch(rb"HTTP/1\.[01] (400|426) .*", status), response[:200]
+    assert re.fullmatch(rb"HTTP/1\.[01] (400|426) .*", status), f"answered {response[:200]!r}"
 
 
-def test_an_over_long_room_id_is_logged_briefly(violated: ChildServer) -> None:
+def test_an_over_long_room_id_is_logged_briefly(cli_server: ChildServer) -> None:
     """A 4,000-character room id (too long for a file name: `wiredb serve` refuses it;
     0.8.0 logged 21 KB for it, a traceback holding the id several times)."""
-    before = violated.log.stat().st_size
-    ws = BlockingSocket(violated.port, "x" * 4000)
+    before = cli_server.log.stat().st_size
+    ws = BlockingSocket(cli_server.port, "x" * 4000)
     try:
         ws.send(frame(OP_BINARY, sync_step1()))
         while True:
@@ -495,5 +533,5 @@ def test_an_over_long_room_id_is_logged_briefly(violated: ChildServer) -> None:
                 break
     finally:
         ws.close()
-    grown = violated.log.stat().st_size - before
+    grown = cli_server.log.stat().st_size - before
     assert grown <= 2048, f"the server logged {grown} bytes for one connection"

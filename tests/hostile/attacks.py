@@ -178,6 +178,21 @@ async def broadcast_fanout(
     return {"sender_closed": closed}
 
 
+async def fill_rooms(port: int, room: str, rooms: int = 12, size: int = 30_000_000) -> Report:
+    """Rooms of one `size`-byte update each, kept open, one after the other, past the
+    process's memory budget; then all closed. The close code of each (None: accepted)."""
+    held = []
+    codes = []
+    try:
+        for k in range(rooms):
+            ws = await AsyncSocket.connect(port, f"{room}-{k}")
+            held.append(ws)
+            codes.append(code_of(await send_until_closed(ws, [update_message(big_text(1, size))])))
+    finally:
+        await asyncio.gather(*(ws.close() for ws in held))
+    return {"codes": codes}
+
+
 async def awareness_fanout(
     port: int, room: str, members: int = 160, state_bytes: int = 60_000, seconds: float = 2.0
 ) -> Report:
@@ -303,6 +318,7 @@ ATTACKS: dict[str, Callable[..., Awaitable[Report]]] = {
     "awareness_flood": awareness_flood,
     "broadcast_fanout": broadcast_fanout,
     "awareness_fanout": awareness_fanout,
+    "fill_rooms": fill_rooms,
     "prepend_flood": prepend_flood,
     "out_of_order": out_of_order,
     "query_many_states": query_many_states,
