@@ -92,10 +92,23 @@ def text_length(result: bytes | int) -> int | None:
     return len(str(text))
 
 
+async def drain(ws: AsyncSocket) -> None:
+    try:
+        while True:
+            await ws.read_frame()
+    except Closed:
+        pass
+
+
 async def query_flood(port: int, room: str, connections: int = 2, size: int = 64 << 20) -> Report:
     """Item 1: a frame of `size` one-byte query-awareness messages, from `connections`
-    connections at once. Counts the awareness answers each got."""
+    connections at once, to a room holding one awareness state (so that there is something
+    to answer). Counts the awareness answers each got."""
     flood = bytes([QUERY_AWARENESS]) * size
+    holder = await AsyncSocket.connect(port, room)
+    await holder.send(awareness_ids(1, 1, 100))
+    await synced(holder)
+    draining = asyncio.ensure_future(drain(holder))
 
     async def one() -> Report:
         ws = await AsyncSocket.connect(port, room)
@@ -110,7 +123,11 @@ async def query_flood(port: int, room: str, connections: int = 2, size: int = 64
         finally:
             await ws.close()
 
-    results = await asyncio.gather(*(one() for _ in range(connections)))
+    try:
+        results = await asyncio.gather(*(one() for _ in range(connections)))
+    finally:
+        draining.cancel()
+        await holder.close()
     return {"connections": results}
 
 
@@ -244,14 +261,6 @@ async def out_of_order(port: int, room: str, count: int = 150_000, per_frame: in
         await ws.close()
 
 
-async def drain(ws: AsyncSocket) -> None:
-    try:
-        while True:
-            await ws.read_frame()
-    except Closed:
-        pass
-
-
 async def query_many_states(
     port: int,
     room: str,
@@ -296,17 +305,17 @@ async def conflict(port: int, room: str, items: int = 15_000) -> Report:
     first = await AsyncSocket.connect(port, room)
     second = await AsyncSocket.connect(port, room)
     try:
-        start = time.monotonic()
         first_closed = await send_until_closed(
             first, [update_message(text_chain(1, 0, items, prepend=True))]
         )
+        start = time.monotonic()
         second_closed = await send_until_closed(
             second, [update_message(text_chain(2, 0, items, prepend=True))]
         )
         return {
             "first": code_of(first_closed),
             "second": code_of(second_closed),
-            "seconds": round(time.monotonic() - start, 2),
+            "second_seconds": round(time.monotonic() - start, 2),
         }
     finally:
         await first.close()
