@@ -75,6 +75,8 @@ SERVER_ENV = {"MALLOC_ARENA_MAX": "2"}
 DEADLINE = 10.0
 #: Honest rounds are started this often during an attack (each waits for the previous one).
 PACE = 0.25
+#: Awareness messages (query-awareness included) handled per connection and second.
+AWARENESS_PER_SECOND = 60
 #: How long an update may keep its room busy before its sender is closed (the work budget).
 WORK_DEADLINE = 5.0
 #: An attack (a bounded script) that takes longer than this has hung.
@@ -437,6 +439,18 @@ def test_query_awareness_with_many_states_is_answered_once_per_frame(tmp_path: P
         report = run_attack(server, "query_many_states", "states", holders=50, frames=4)
         assert report["closed"] in (None, 1008), report
         assert report["replies"] <= report["frames"], report
+        server.stop()
+
+
+def test_query_awareness_is_rate_limited(tmp_path: Path) -> None:
+    """200 frames of one query-awareness byte each, as fast as they go, to a room of 400
+    states: answered at most 60 times a second (the awareness rate limit; 0.8.0 answered
+    every one, 400 KB each)."""
+    with child_server(tmp_path) as server:
+        report = run_attack(server, "query_many_states", "rated", holders=50, frames=200, size=1)
+        assert report["closed"] in (None, 1008), report
+        windows = int(report["seconds"]) + 2  # the seconds begun, and the one it began in
+        assert report["replies"] <= AWARENESS_PER_SECOND * windows, report
         server.stop()
 
 

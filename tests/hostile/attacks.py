@@ -282,20 +282,29 @@ async def query_many_states(
         readers.append(asyncio.ensure_future(drain(ws)))
     attacker = await AsyncSocket.connect(port, room)
     replies = [0]
+    start = time.monotonic()
     try:
         await synced(attacker)  # past what the room sends on joining
+        start = time.monotonic()
         for _ in range(frames):
             await attacker.send(bytes([QUERY_AWARENESS]) * size)
         await synced(attacker, replies)
+        seconds = time.monotonic() - start
         closed = None
     except Closed as error:
         closed = error.code
+        seconds = time.monotonic() - start
     finally:
         await attacker.close()
         for task in readers:
             task.cancel()
         await asyncio.gather(*(m.close() for m in members))
-    return {"replies": replies[0], "closed": closed, "frames": frames}
+    return {
+        "replies": replies[0],
+        "closed": closed,
+        "frames": frames,
+        "seconds": round(seconds, 2),
+    }
 
 
 async def conflict(port: int, room: str, items: int = 15_000) -> Report:
