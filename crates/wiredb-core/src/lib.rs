@@ -17,6 +17,7 @@ pub mod auth;
 pub mod awareness;
 pub mod budget;
 pub mod client;
+pub mod clip;
 pub mod connections;
 pub mod fuzz;
 pub mod guard;

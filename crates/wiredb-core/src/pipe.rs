@@ -19,6 +19,7 @@ use tokio::sync::{watch, Notify};
 use tokio_util::task::TaskTracker;
 
 use crate::client::{CloseOnDrop, Outbound};
+use crate::clip::Clipped;
 use crate::guard::GuardLimits;
 use crate::queue::{CloseReason, FrameQueue, QueueLimits};
 use crate::registry::Registry;
@@ -216,11 +217,11 @@ async fn serve_peer(
     let lease = match acquired {
         Ok(Ok(lease)) => lease,
         Ok(Err(error)) => {
-            tracing::warn!(room = %id, %error, "pipe join refused");
+            tracing::warn!(room = %Clipped(&id), %error, "pipe join refused");
             return;
         }
         Err(_) => {
-            tracing::warn!(room = %id, "room took too long to open");
+            tracing::warn!(room = %Clipped(&id), "room took too long to open");
             return;
         }
     };
@@ -241,13 +242,13 @@ async fn serve_peer(
         match next {
             Ok(Some(frame)) => {
                 if let Err(error) = core.handle_frame(member, &frame) {
-                    tracing::warn!(room = %id, %error, "ending pipe member");
+                    tracing::warn!(room = %Clipped(&id), %error, "ending pipe member");
                     break error.close_reason();
                 }
             }
             Ok(None) => break CloseReason::normal(),
             Err(error) => {
-                tracing::debug!(room = %id, %error, "pipe member lost");
+                tracing::debug!(room = %Clipped(&id), %error, "pipe member lost");
                 break CloseReason::new(1006, "");
             }
         }
@@ -258,7 +259,7 @@ async fn serve_peer(
         .await
         .is_err()
     {
-        tracing::debug!(room = %id, "pipe peer stopped reading; dropping it");
+        tracing::debug!(room = %Clipped(&id), "pipe peer stopped reading; dropping it");
         writer.abort();
     }
     drop(lease);

@@ -19,6 +19,7 @@ use yrs::{Doc, ReadTxn, StateVector, Transact};
 
 use crate::awareness::{AwarenessError, AwarenessLimits, AwarenessTable, MemberId};
 use crate::budget::{self, Memory, Work, WorkLimits};
+use crate::clip::Clipped;
 use crate::guard::{self, GuardError, GuardLimits};
 use crate::protocol::{messages, DecodeError, Message};
 use crate::queue::{CloseReason, FrameQueue, Pushed};
@@ -211,7 +212,7 @@ impl RoomState {
         if let Some(update) = guard::encode_state(&self.doc, sv) {
             return update;
         }
-        tracing::warn!(room = %room, "the document could not be encoded; rebuilding it");
+        tracing::warn!(room = %Clipped(room), "the document could not be encoded; rebuilding it");
         self.changed();
         self.doc = guard::rebuild(&self.doc, None, &self.limits.guard);
         guard::encode_state(&self.doc, sv).unwrap_or_else(|| crate::protocol::EMPTY_UPDATE.to_vec())
@@ -489,7 +490,7 @@ impl RoomCore {
             .is_none_or(|m| m.work.spend(spent, now));
         handled?;
         if !(room_ok && member_ok) {
-            tracing::warn!(room = %self.id, member, "a member kept the room too busy: refusing it");
+            tracing::warn!(room = %Clipped(&self.id), member, "a member kept the room too busy: refusing it");
             return Err(RoomError::TooMuchWork);
         }
         Ok(())
@@ -684,7 +685,7 @@ impl RoomCore {
     ) -> Result<bool, GuardError> {
         guard::apply_checked(&state.doc, update).inspect_err(|error| {
             if matches!(error, GuardError::Panicked(_)) {
-                tracing::warn!(room = %self.id, "an update broke the document; rebuilding it");
+                tracing::warn!(room = %Clipped(&self.id), "an update broke the document; rebuilding it");
                 state.doc = guard::rebuild(&state.doc, None, &state.limits.guard);
             }
         })
@@ -712,7 +713,7 @@ impl RoomCore {
                     state.waiting.advanced(clients, &sv);
                 }
                 Err(error) => {
-                    tracing::warn!(room = %self.id, member = waiting.member, %error, "a waiting update was refused");
+                    tracing::warn!(room = %Clipped(&self.id), member = waiting.member, %error, "a waiting update was refused");
                     state.release_document(waiting.cost);
                 }
             }

@@ -39,6 +39,7 @@ use crate::auth::{
     leading_token, Asked, AuthConfig, Decision, PendingFrames, Request as JoinRequest,
     CLOSE_POLICY, CLOSE_TRY_AGAIN, CLOSE_UNAUTHORIZED, TOKEN_PARAM,
 };
+use crate::clip::Clipped;
 use crate::connections::{Connections, Registration};
 use crate::http;
 use crate::queue::{CloseReason, FrameQueue, QueueLimits};
@@ -378,7 +379,7 @@ async fn open_connection(
     let (access, identity, pending) = match admitted {
         Ok(admitted) => admitted,
         Err(reason) => {
-            tracing::debug!(room = %room_id, %peer, code = reason.code, reason = %reason.reason, "refused");
+            tracing::debug!(room = %Clipped(&room_id), %peer, code = reason.code, reason = %Clipped(&reason.reason), "refused");
             close_socket(ws, &reason).await;
             return None;
         }
@@ -395,12 +396,12 @@ async fn open_connection(
     let lease = match acquired {
         Ok(Ok(lease)) => lease,
         Ok(Err(error)) => {
-            tracing::warn!(room = %room_id, %peer, %error, "join refused");
+            tracing::warn!(room = %Clipped(&room_id), %peer, %error, "join refused");
             close_socket(ws, &CloseReason::new(1011, "room could not be opened")).await;
             return None;
         }
         Err(_) => {
-            tracing::warn!(room = %room_id, %peer, "room took too long to open");
+            tracing::warn!(room = %Clipped(&room_id), %peer, "room took too long to open");
             close_socket(ws, &CloseReason::new(1013, "room not ready")).await;
             return None;
         }
@@ -533,11 +534,9 @@ async fn next_pending(
         Some(Ok(WsMessage::Text(text))) => (None, text.len()),
         // Pings are answered by tungstenite; they count for nothing here.
         Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => return Ok(None),
-        Some(Ok(WsMessage::Close(_))) | None => return Err(CloseReason::normal()),
-        Some(Err(WsError::Capacity(_))) => {
-            return Err(CloseReason::new(1009, "message too big"));
-        }
-        Some(Err(_)) => return Err(CloseReason::new(1006, "")),
+        Some(Ok(WsMessage::Close(frame))) => return Err(answer_to_close(frame.as_ref())),
+        None => return Err(CloseReason::normal()),
+        Some(Err(error)) => return Err(read_error_reason(&error, ws.get_ref())),
     };
     if !pending.push(frame.clone(), len, auth) {
         return Err(CloseReason::new(
@@ -610,7 +609,7 @@ async fn serve_member(
     }
     let reason = loop {
         if let Some(error) = failed.take() {
-            tracing::warn!(room = %core.id(), %peer, %error, "closing connection");
+            tracing::warn!(room = %Clipped(core.id()), %peer, %error, "closing connection");
             break error.close_reason();
         }
         let grace = closing_until.unwrap_or_else(tokio::time::Instant::now);
@@ -633,7 +632,7 @@ async fn serve_member(
             }
             _ = ping.tick(), if closing_until.is_none() => {
                 if last_seen.elapsed() >= config.idle_timeout {
-                    tracing::debug!(room = %core.id(), %peer, "idle: closing");
+                    tracing::debug!(room = %Clipped(core.id()), %peer, "idle: closing");
                     break CloseReason::new(1001, "idle timeout");
                 }
                 queue.push_ping();
@@ -659,7 +658,7 @@ async fn serve_member(
             Some(Ok(_)) => stream.get_mut().settle(),
             Some(Err(error)) => {
                 let reason = read_error_reason(&error, stream.get_ref());
-                tracing::debug!(room = %core.id(), %peer, %error, code = reason.code, "closing connection");
+                tracing::debug!(room = %Clipped(core.id()), %peer, %error, code = reason.code, "closing connection");
                 break reason;
             }
         }
@@ -675,13 +674,16 @@ async fn serve_member(
 /// worker handed over to another thread, so that one busy room never holds up accepting,
 /// hand-shaking and the other rooms.
 fn handle_off_workers(core: &RoomCore, member: u64, frame: &Bytes) -> Result<(), RoomError> {
+    let Some(_busy) = core.heavy(frame.len()) else {
+        return core.handle_frame(member, frame);
+    };
+    // Asked only now: the handle is an Arc shared by every worker.
     let multi_thread = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    match core.heavy(frame.len()) {
-        Some(_busy) if multi_thread => {
-            tokio::task::block_in_place(|| core.handle_frame(member, frame))
-        }
-        _ => core.handle_frame(member, frame),
+    if multi_thread {
+        tokio::task::block_in_place(|| core.handle_frame(member, frame))
+    } else {
+        core.handle_frame(member, frame)
     }
 }
 
@@ -839,7 +841,7 @@ async fn write_loop(writer: Writer) {
             Err(failed) => {
                 if let SendFailed::TimedOut = failed {
                     // Not reading: no close frame could get through either.
-                    tracing::warn!(room = %core.id(), "peer stopped reading: closing connection");
+                    tracing::warn!(room = %Clipped(core.id()), "peer stopped reading: closing connection");
                 }
                 queue.close(CloseReason::new(1006, ""));
                 break;
