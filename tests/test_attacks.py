@@ -10,7 +10,12 @@ many awareness ids on one connection, too much integration work, too much waitin
 order), 1013 the process's memory budget.
 
 The attacks run as processes of their own (tests/hostile/attacks.py); the honest clients here,
-on the `websockets` library and pycrdt, sharing no code with wiredb's clients.
+on the `websockets` library and pycrdt, sharing no code with wiredb's clients. The tests are
+plain functions running asyncio (`websockets` is asyncio-only): the server under test is in
+another process, so the test's event loop is not what is being tested.
+
+Against a build that predates `memory_limit`: WIREDB_ATTACK_DROP_UNKNOWN=1 drops it (and
+`--memory-limit`), so that the attacks themselves are what fails.
 """
 
 from __future__ import annotations
