@@ -231,7 +231,7 @@ async fn serve_peer(
     let core = lease.core().clone();
     let notify = Arc::new(Notify::new());
     let queue = Arc::new(FrameQueue::new(config.queue, Waker::Tokio(notify.clone())));
-    let member = core.join(queue.clone(), JoinKind::Peer);
+    let member = session::with_room(&core, || core.join(queue.clone(), JoinKind::Peer));
     let session = SessionConfig {
         keepalive: None,
         close_grace: config.close_timeout,

@@ -43,6 +43,8 @@ pub enum RoomError {
     OverBudget { limit: usize },
     #[error("too much work: the connection kept its room busy past its share")]
     TooMuchWork,
+    #[error("the update inserts {siblings} items at one position of a document of ~{items} items: too costly to integrate")]
+    TooCostly { siblings: u64, items: u64 },
 }
 
 impl RoomError {
@@ -68,6 +70,7 @@ impl RoomError {
                 CloseReason::new(1013, "server memory limit reached")
             }
             RoomError::TooMuchWork => CloseReason::new(1008, "too much work"),
+            RoomError::TooCostly { .. } => CloseReason::new(1008, "update too costly"),
             RoomError::Guard(_) | RoomError::NotAMember => CloseReason::new(1007, "invalid update"),
         }
     }
@@ -93,6 +96,11 @@ pub struct RoomLimits {
     /// Time a member's frames, and all the room's, may keep the room busy.
     pub member_work: WorkLimits,
     pub room_work: WorkLimits,
+    /// Comparisons an update's inserts may cost yrs, counted as the most items it inserts at
+    /// one position times the items the document may already hold there (all of them, at
+    /// most): two updates of 15,000 items at one position (YATA's worst case) froze a room
+    /// for 16-32 s. About a second of integration at the default.
+    pub max_conflict_work: u64,
 }
 
 impl Default for RoomLimits {
@@ -107,6 +115,7 @@ impl Default for RoomLimits {
             max_waiting_bytes: 16 << 20,
             member_work: WorkLimits::MEMBER,
             room_work: WorkLimits::ROOM,
+            max_conflict_work: 20_000_000,
         }
     }
 }
@@ -348,6 +357,12 @@ impl RoomCore {
     /// handled (the room's lock is then held for long). A server hands such frames off the
     /// threads that serve every other connection; holding the returned guard while doing so
     /// marks the room busy.
+    /// Whether a heavy frame (see [`RoomCore::heavy`]) is being handled: the room's lock may
+    /// be held for long, and a thread that serves other connections should not wait for it.
+    pub fn busy(&self) -> bool {
+        self.heavy.load(Ordering::Relaxed) > 0
+    }
+
     pub fn heavy(&self, len: usize) -> Option<Heavy<'_>> {
         const HEAVY_FRAME_BYTES: usize = 64 << 10;
         if len >= HEAVY_FRAME_BYTES
@@ -642,6 +657,13 @@ impl RoomCore {
     ) -> Result<Relay, RoomError> {
         let limits = state.limits;
         let checked = guard::check_update(update, &limits.guard)?;
+        let items = (state.document_cost / budget::STRUCT_COST) as u64;
+        // Ordinary edits insert a few items at any one position: only an update of a thousand
+        // or more at one (never seen from an editor) is weighed.
+        let siblings = checked.report.siblings;
+        if siblings > 1_000 && siblings.saturating_mul(items) > limits.max_conflict_work {
+            return Err(RoomError::TooCostly { siblings, items });
+        }
         let cost = budget::document_cost(update.len(), &checked.report);
         let (pending_before, sv_before) = {
             let txn = state.doc.transact();
@@ -926,6 +948,39 @@ mod tests {
             .map(|u| room.handle(member, Message::Update(u)))
             .position(|r| matches!(r, Err(RoomError::Quota { .. })));
         assert!(refused.is_some_and(|at| at < 10_000), "{refused:?}");
+    }
+
+    /// `n` prepends of client `client`, in one update.
+    fn prepends(client: u64, n: usize) -> Bytes {
+        let doc = Doc::with_client_id(client);
+        let t = doc.get_or_insert_text("text");
+        let mut txn = doc.transact_mut();
+        for _ in 0..n {
+            t.insert(&mut txn, 0, "a");
+        }
+        txn.encode_update_v1().into()
+    }
+
+    #[test]
+    fn an_update_too_costly_to_integrate_is_refused_before_it_is_applied() {
+        let room = RoomCore::new("r", RoomLimits::default());
+        let member = synced_peer(&room, &queue());
+        // Into an empty document, 15,000 items at one position cost nothing to place.
+        room.handle(member, Message::Update(prepends(1, 15_000)))
+            .unwrap();
+        // The same from another client meets every one of them: refused up front.
+        let other = synced_peer(&room, &queue());
+        assert!(matches!(
+            room.handle(other, Message::Update(prepends(2, 15_000))),
+            Err(RoomError::TooCostly {
+                siblings: 14_999,
+                ..
+            })
+        ));
+        // A few hundred at a time is fine.
+        room.handle(other, Message::Update(prepends(3, 500)))
+            .unwrap();
+        assert_eq!(text_of(&room.encode_state_as_update()).len(), 15_500);
     }
 
     #[test]

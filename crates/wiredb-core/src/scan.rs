@@ -50,6 +50,11 @@ fn client_id(c: &mut Cursor<'_>) -> Result<u64, ScanError> {
 pub struct ScanReport {
     pub structs: u64,
     pub deletes: u64,
+    /// The most items of the update inserted at one position (sharing a left origin, or having
+    /// none), items that follow on from the one before them (typing) not counted. Integrating
+    /// k items at a position that already has m costs yrs (and Yjs) k x m comparisons: YATA's
+    /// worst case, which a room refuses up front (`GuardLimits::max_siblings`).
+    pub siblings: u64,
     pub max_depth: usize,
     /// The clocks of each client of the update, in the update's order.
     pub clients: Vec<ClientClocks>,
@@ -176,11 +181,17 @@ impl Cursor<'_> {
 pub struct ScanLimits {
     /// Deepest nesting of `Any` values (arrays and maps) accepted.
     pub max_depth: usize,
+    /// `ScanReport::siblings` is exact above this (below it, it may report less): the count
+    /// sorts the origins only when the result could matter.
+    pub siblings_floor: u64,
 }
 
 impl Default for ScanLimits {
     fn default() -> Self {
-        ScanLimits { max_depth: 64 }
+        ScanLimits {
+            max_depth: 64,
+            siblings_floor: 1_000,
+        }
     }
 }
 
@@ -199,12 +210,65 @@ fn utf16_len(text: &str) -> u64 {
         .sum()
 }
 
+/// The client part of an origin key that stands for "no origin, in this parent": client ids
+/// are 53 bits at most, so no origin has it.
+const PARENT: u64 = u64::MAX;
+
+/// FNV-1a: a parent's bytes as a key (a collision only merges two counts).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Left origins of the items that do not follow on from the one before them. Typing (every
+/// item's origin its predecessor's last character) records nothing, and a single insertion
+/// elsewhere allocates nothing.
+#[derive(Default)]
+struct Origins {
+    none: u64,
+    first: Option<(u64, u64)>,
+    rest: Vec<(u64, u64)>,
+}
+
+impl Origins {
+    fn add(&mut self, origin: Option<(u64, u64)>) {
+        match origin {
+            None => self.none += 1,
+            Some(id) if self.first.is_none() => self.first = Some(id),
+            Some(id) => self.rest.push(id),
+        }
+    }
+
+    /// The most that share one origin; sorts only when that could pass `floor`.
+    fn most_shared(mut self, floor: u64) -> u64 {
+        let some = self.rest.len() as u64 + u64::from(self.first.is_some());
+        if some <= floor.max(self.none) {
+            return self.none.max(u64::from(some > 0));
+        }
+        self.rest.extend(self.first);
+        self.rest.sort_unstable();
+        let mut most = self.none;
+        let mut run = 0;
+        for (i, id) in self.rest.iter().enumerate() {
+            run = if i > 0 && self.rest[i - 1] == *id {
+                run + 1
+            } else {
+                1
+            };
+            most = most.max(run);
+        }
+        most
+    }
+}
+
 pub fn scan_update_v1(update: &[u8], limits: &ScanLimits) -> Result<ScanReport, ScanError> {
     let mut c = Cursor {
         buf: update,
         pos: 0,
     };
     let mut report = ScanReport::default();
+    let mut origins = Origins::default();
     let clients = c.count(32)?;
     for _ in 0..clients {
         let structs = c.count(32)?;
@@ -220,7 +284,8 @@ pub fn scan_update_v1(update: &[u8], limits: &ScanLimits) -> Result<ScanReport, 
         let mut follows_on = None;
         for _ in 0..structs {
             report.structs += 1;
-            let (len, is_skip) = scan_struct(&mut c, limits, &mut report)?;
+            let (len, is_skip) =
+                scan_struct(&mut c, limits, &mut report, (client, clock), &mut origins)?;
             if len == 0 {
                 return Err(ScanError::EmptyBlock { client });
             }
@@ -256,6 +321,7 @@ pub fn scan_update_v1(update: &[u8], limits: &ScanLimits) -> Result<ScanReport, 
             report.deletes += 1;
         }
     }
+    report.siblings = origins.most_shared(limits.siblings_floor);
     Ok(report)
 }
 
@@ -268,6 +334,8 @@ fn scan_struct(
     c: &mut Cursor<'_>,
     limits: &ScanLimits,
     report: &mut ScanReport,
+    (client, clock): (u64, u64),
+    origins: &mut Origins,
 ) -> Result<(u64, bool), ScanError> {
     let info = c.u8()?;
     if info == 0 || info == 10 {
@@ -275,14 +343,22 @@ fn scan_struct(
         return Ok((c.var32()?, info == 10));
     }
     if info & HAS_ORIGIN != 0 {
-        client_id(c)?;
-        c.var32()?;
+        let origin = (client_id(c)?, c.var32()?);
+        // Typing: the item goes right after its own client's previous character.
+        if clock == 0 || origin != (client, clock - 1) {
+            origins.add(Some(origin));
+        }
     }
     if info & HAS_RIGHT_ORIGIN != 0 {
         client_id(c)?;
         c.var32()?;
+        if info & HAS_ORIGIN == 0 {
+            // At the start of its parent (which only the right origin tells).
+            origins.add(None);
+        }
     }
     if info & (HAS_ORIGIN | HAS_RIGHT_ORIGIN) == 0 {
+        let parent_start = c.pos;
         if c.var32()? == 1 {
             c.buf()?; // root type name
         } else {
@@ -292,6 +368,8 @@ fn scan_struct(
         if info & HAS_PARENT_SUB != 0 {
             c.buf()?;
         }
+        // Alone in its parent (or its map key): it meets only others alone in the same one.
+        origins.add(Some((PARENT, fnv1a(&c.buf[parent_start..c.pos]))));
     }
     // yrs reads the content kind from the low four bits.
     let len = match info & 0b1111 {
@@ -412,6 +490,54 @@ mod tests {
     use super::*;
     use yrs::updates::decoder::Decode;
     use yrs::{Any, Array, Doc, Map, ReadTxn, StateVector, Text, Transact, XmlFragment};
+
+    fn siblings_of(edit: impl Fn(&Doc)) -> u64 {
+        let doc = Doc::with_client_id(1);
+        edit(&doc);
+        let update = doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        scan_update_v1(&update, &ScanLimits::default())
+            .unwrap()
+            .siblings
+    }
+
+    #[test]
+    fn items_inserted_at_one_position_are_counted() {
+        // 5,000 prepends: all at the start.
+        let prepends = siblings_of(|doc| {
+            let text = doc.get_or_insert_text("t");
+            for _ in 0..5_000 {
+                text.insert(&mut doc.transact_mut(), 0, "a");
+            }
+        });
+        // (The first, alone in an empty text, has no origin at all.)
+        assert_eq!(prepends, 4_999);
+        // 5,000 keystrokes, each after the last: typing, nothing shared.
+        let typing = siblings_of(|doc| {
+            let text = doc.get_or_insert_text("t");
+            for i in 0..5_000 {
+                text.insert(&mut doc.transact_mut(), i, "a");
+            }
+        });
+        assert!(typing <= 1, "{typing}");
+        // 5,000 map keys and 5,000 arrays of their own: each alone where it is.
+        let keys = siblings_of(|doc| {
+            let map = doc.get_or_insert_map("m");
+            let mut txn = doc.transact_mut();
+            for i in 0..5_000 {
+                map.insert(&mut txn, i.to_string(), i as i64);
+            }
+        });
+        assert!(keys <= 1, "{keys}");
+        let arrays = siblings_of(|doc| {
+            for i in 0..2_000 {
+                let array = doc.get_or_insert_array(format!("a{i}").as_str());
+                array.push_back(&mut doc.transact_mut(), 1);
+            }
+        });
+        assert!(arrays <= 1, "{arrays}");
+    }
 
     fn nested(depth: usize) -> Any {
         let mut any = Any::Null;

@@ -578,7 +578,7 @@ async fn serve_member(
         control,
         write_timeout: config.write_timeout,
     };
-    let member = match connections.join(id, &core, queue.clone()) {
+    let member = match session::with_room(&core, || connections.join(id, &core, queue.clone())) {
         Ok(member) => member,
         Err(reason) => {
             // Closed while its room opened: the close frame goes out through the writer.

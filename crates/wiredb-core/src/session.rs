@@ -135,7 +135,7 @@ pub async fn serve<R: PeerReader, W: PeerWriter>(
         if let Some(error) = failed.take() {
             tracing::warn!(room = %Clipped(core.id()), member, %error, "closing connection");
             let reason = error.close_reason();
-            core.leave(member);
+            with_room(&core, || core.leave(member));
             queue.close(reason.clone());
             refused = Some(reason);
             let until = tokio::time::Instant::now() + config.close_grace;
@@ -192,7 +192,7 @@ pub async fn serve<R: PeerReader, W: PeerWriter>(
         }
     };
     // Both are no-ops for a member the room refused: it left then.
-    core.leave(member);
+    with_room(&core, || core.leave(member));
     queue.close(reason.clone());
     if !writer_done
         && tokio::time::timeout(config.drain_timeout, &mut writer)
@@ -218,16 +218,31 @@ async fn tick(ping: &mut Option<tokio::time::Interval>) {
 /// worker handed to another thread, so that one busy room never holds up accepting,
 /// hand-shaking and the other rooms.
 fn handle(core: &RoomCore, member: MemberId, frame: &Bytes) -> Result<(), RoomError> {
-    let Some(_busy) = core.heavy(frame.len()) else {
-        return core.handle_frame(member, frame);
-    };
+    match core.heavy(frame.len()) {
+        Some(_busy) => blocking(|| core.handle_frame(member, frame)),
+        None => core.handle_frame(member, frame),
+    }
+}
+
+/// Runs `f`, which takes the room's lock, off the workers if the room is busy with a heavy
+/// frame: a worker waiting for that lock (a member leaving, a joiner, a resync) would wait as
+/// long as the frame takes, and every connection on that worker with it.
+pub fn with_room<T>(core: &RoomCore, f: impl FnOnce() -> T) -> T {
+    if core.busy() {
+        blocking(f)
+    } else {
+        f()
+    }
+}
+
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
     // Asked only now: the handle is an Arc shared by every worker.
     let multi_thread = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
     if multi_thread {
-        tokio::task::block_in_place(|| core.handle_frame(member, frame))
+        tokio::task::block_in_place(f)
     } else {
-        core.handle_frame(member, frame)
+        f()
     }
 }
 
@@ -242,7 +257,7 @@ pub async fn write_loop<W: PeerWriter>(
     loop {
         let drained = queue.drain();
         let frames = if drained.overflowed {
-            core.resync_frames()
+            with_room(&core, || core.resync_frames())
         } else {
             drained.frames
         };

@@ -187,6 +187,7 @@ mod tests {
         ScanReport {
             structs: 1,
             deletes: 0,
+            siblings: 0,
             max_depth: 0,
             clients: vec![ClientClocks {
                 client,
