@@ -86,6 +86,10 @@ pub struct SessionConfig {
     pub drain_timeout: Duration,
 }
 
+/// Time a refused peer has, after the close went out, to stop sending before its connection
+/// is dropped (dropping it with unread input resets it, and the reset destroys the close).
+const REFUSED_GRACE: Duration = Duration::from_secs(10);
+
 /// Turns of the scheduler a woken writer waits at most while its queue keeps growing.
 /// `send(2)` calls per delivery, alternating builds (one quiet machine, 2026-11-27): w1
 /// 0.17-0.18 -> 0.095-0.099, w2 0.41-0.43 -> 0.37-0.38, w5 0.09-0.22 -> 0.10-0.14 (one
@@ -137,9 +141,8 @@ pub async fn serve<R: PeerReader, W: PeerWriter>(
             let reason = error.close_reason();
             with_room(&core, || core.leave(member));
             queue.close(reason.clone());
+            // The grace starts once the close is out (the writer is done).
             refused = Some(reason);
-            let until = tokio::time::Instant::now() + config.close_grace;
-            closing_until = Some(closing_until.map_or(until, |t| t.min(until)));
         }
         let grace = closing_until.unwrap_or_else(tokio::time::Instant::now);
         let received = tokio::select! {
@@ -151,9 +154,15 @@ pub async fn serve<R: PeerReader, W: PeerWriter>(
                 continue;
             }
             _ = &mut writer, if !writer_done => {
-                // The close is out (or the peer is gone): wait for the peer to end.
+                // The close is out (or the peer is gone): wait for the peer to end. A refused
+                // peer may still be sending what it had queued: it gets longer to see the close.
                 writer_done = true;
-                let until = tokio::time::Instant::now() + config.close_grace;
+                let grace = if refused.is_some() {
+                    config.close_grace.max(REFUSED_GRACE)
+                } else {
+                    config.close_grace
+                };
+                let until = tokio::time::Instant::now() + grace;
                 closing_until = Some(closing_until.map_or(until, |t| t.min(until)));
                 continue;
             }
