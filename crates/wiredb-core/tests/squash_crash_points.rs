@@ -22,15 +22,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 
 use wiredb_core::record::{encode_records, parse_records};
-use wiredb_core::store::FileLog;
+use wiredb_core::store::{FileLog, TEMP_DIR};
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, GetString, Text, Transact, Update};
 
 const HEADER: &[u8] = b"0.0.1\0";
 const CHILD: &str = "WIREDB_CRASH_CHILD";
 /// Every syscall that changes a file or a name, and the opens that create them.
-const KINDS: [&str; 10] = [
+const KINDS: [&str; 13] = [
     "openat",
+    "mkdir",
+    "mkdirat",
+    "rmdir",
     "write",
     "fsync",
     "fdatasync",
@@ -127,12 +130,22 @@ fn strict_state(path: &Path) -> Option<(usize, String)> {
     clean.then(|| (parsed.records.len(), text_of(&parsed.records)))
 }
 
+/// The temporary files of the logs in `dir` (in their own directory), and anything else
+/// that looks like one (the names 0.8.0 gave them).
 fn temp_files(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir)
-        .expect("readable dir")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.to_string_lossy().contains(".tmp-"))
-        .collect()
+    let entries = |dir: &Path| -> Vec<PathBuf> {
+        match std::fs::read_dir(dir) {
+            Ok(entries) => entries.map(|e| e.expect("entry").path()).collect(),
+            Err(_) => Vec::new(),
+        }
+    };
+    let mut found = entries(&dir.join(TEMP_DIR));
+    found.extend(
+        entries(dir)
+            .into_iter()
+            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().contains(".tmp"))),
+    );
+    found
 }
 
 fn run_child(scenario: &str, dir: &Path, kind: &str, when: u32) -> ExitStatus {
