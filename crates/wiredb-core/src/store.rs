@@ -26,8 +26,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use yrs::updates::encoder::Encode;
 use yrs::Update;
 
-pub use crate::record::encode_records;
 use crate::guard::{self, GuardLimits};
+pub use crate::record::encode_records;
 use crate::record::{is_valid_update, parse_records, record_len};
 
 pub const FILE_VERSION: &str = "0.0.1";
@@ -70,6 +70,17 @@ pub enum StoreError {
         len: usize,
         limit: usize,
     },
+}
+
+impl StoreError {
+    /// The errno this error stands for, if one does (ENAMETOOLONG for a name too long).
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            StoreError::Io { source, .. } => source.raw_os_error(),
+            StoreError::NameTooLong { .. } => Some(libc::ENAMETOOLONG),
+            _ => None,
+        }
+    }
 }
 
 /// What `FileLog::open` found on disk.
@@ -250,7 +261,10 @@ impl FileLog {
                 let start = file.metadata().map_err(|e| self.io(e))?.len();
                 // One write of whole records, on O_APPEND, under the lock: no interleaving.
                 let written = write_all(file, &buf, &self.path);
-                let undo = written.as_ref().err().and_then(|_| file.set_len(start).err());
+                let undo = written
+                    .as_ref()
+                    .err()
+                    .and_then(|_| file.set_len(start).err());
                 drop(lock);
                 if let Err(error) = written {
                     if let Some(undo) = undo {
@@ -919,7 +933,7 @@ impl Drop for Flock<'_> {
 mod tests {
     use super::*;
     use yrs::updates::decoder::Decode;
-    use yrs::{Doc, GetString, Text, Transact};
+    use yrs::{Doc, GetString, ReadTxn, Text, Transact};
 
     /// `n` real text updates from one doc, and the text they build.
     fn text_updates(client: u64, n: usize, chunk: &str) -> (Vec<Vec<u8>>, String) {
@@ -1316,5 +1330,272 @@ mod tests {
         squashing.append(&refs(&updates)).unwrap();
         let (_, records, _) = FileLog::open(&path, false).unwrap();
         assert_eq!(apply(&records), expected);
+    }
+
+    /// A log file holding `updates` (header, then one checksummed record each).
+    fn write_log(path: &Path, updates: &[Vec<u8>]) -> Vec<u8> {
+        let data = [HEADER, &encode_records(&refs(updates))[..]].concat();
+        fs::write(path, &data).unwrap();
+        data
+    }
+
+    #[test]
+    fn opening_a_log_touches_no_other_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = i32::MAX;
+        assert!(!process_alive(dead));
+        let live = std::process::id();
+        // Every name 0.8.0's cleanup took for a killed squash's file of room `notes`, when
+        // run by any open of `notes`: room files, and names no room has.
+        let others = [
+            crate::persist::room_file_name(&format!("notes_updates.y.tmp-{dead}-0")).unwrap(),
+            crate::persist::room_file_name(&format!("notes_updates.y.tmp-{dead}-0-1")).unwrap(),
+            format!("notes_updates.y.tmp-{dead}-0"),
+            format!("{dead}-0.tmp"),
+        ];
+        let (updates, _) = text_updates(40, 2, "other");
+        let mut kept = Vec::new();
+        for name in &others {
+            kept.push((
+                dir.path().join(name),
+                write_log(&dir.path().join(name), &updates),
+            ));
+        }
+        // In the temporary directory, only a dead process's `<pid>-<n>.tmp` goes.
+        let temp = dir.path().join(TEMP_DIR);
+        fs::create_dir(&temp).unwrap();
+        let stale = format!("{dead}-7.tmp");
+        let left = [
+            format!("{live}-7.tmp"),
+            format!("{dead}-7.tmp.keep"),
+            format!("{dead}-x.tmp"),
+            "notes".to_owned(),
+        ];
+        for name in left.iter().chain([&stale]) {
+            fs::write(temp.join(name), b"?").unwrap();
+        }
+        let path = dir
+            .path()
+            .join(crate::persist::room_file_name("notes").unwrap());
+        let (mine, _) = text_updates(41, 3, "mine");
+        for squash in [false, true] {
+            let (mut log, _, _) = FileLog::open(&path, squash).unwrap();
+            log.append(&[&mine[0]]).unwrap();
+            let (mut lazy, _, _) = FileLog::open_lazy(&path, squash).unwrap();
+            lazy.append(&[&mine[1]]).unwrap();
+        }
+        FileLog::open(&path, true).unwrap();
+        for (other, bytes) in &kept {
+            assert_eq!(&fs::read(other).unwrap(), bytes, "{}", other.display());
+        }
+        let mut found: Vec<String> = fs::read_dir(&temp)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        found.sort();
+        let mut want = left.to_vec();
+        want.sort();
+        assert_eq!(found, want, "only the stale temporary file is removed");
+    }
+
+    /// Ids whose file names are 240 to 255 bytes: 0.8.0 named a squash's temporary file
+    /// `<name>.tmp-<pid>-<n>`, too long for any name over about 240 bytes.
+    #[test]
+    fn every_name_up_to_the_limit_is_written_squashed_and_repaired() {
+        let dir = tempfile::tempdir().unwrap();
+        let suffix = crate::persist::ROOM_FILE_SUFFIX.len();
+        for len in [240, 241, 250, 254, 255] {
+            let name = crate::persist::room_file_name(&"r".repeat(len - suffix)).unwrap();
+            assert_eq!(name.len(), len);
+            let path = dir.path().join(&name);
+            let (updates, expected) = text_updates(42, 4, "n");
+            // Squashed on every write.
+            let (mut log, _, _) = FileLog::open(&path, true).unwrap();
+            log.append(&[&updates[0]]).unwrap();
+            log.append(&refs(&updates[1..])).unwrap();
+            drop(log);
+            let (_, records, _) = FileLog::open(&path, false).unwrap();
+            assert_eq!(
+                (records.len(), apply(&records)),
+                (1, expected.clone()),
+                "{len}"
+            );
+            // Rewritten after a failed fsync.
+            let (mut log, _, _) = FileLog::open(&path, false).unwrap();
+            faults::inject(&path, faults::Op::Sync, 1, libc::EIO);
+            log.append(&[&updates[0]]).unwrap();
+            assert!(log.sync().is_err());
+            log.rewrite(&yrs::merge_updates_v1(&updates).unwrap())
+                .unwrap();
+            faults::clear(&path);
+            drop(log);
+            // Repaired: a hole rewritten away.
+            let torn = encode_records(&[&updates[1]]);
+            let mut data = [HEADER, &encode_records(&[&updates[0]])[..]].concat();
+            data.extend_from_slice(&torn[..torn.len() - 2]);
+            data.extend(encode_records(&refs(&updates[1..])));
+            fs::write(&path, &data).unwrap();
+            let (_, _, report) = FileLog::open(&path, false).unwrap();
+            assert_eq!(report.holes, 1);
+            let body = fs::read(&path).unwrap();
+            let parsed = parse_records(&body[HEADER.len()..]);
+            assert!(parsed.holes.is_empty(), "{len}: the hole is rewritten away");
+            assert_eq!(apply(&parsed.records), expected);
+        }
+        assert!(fs::read_dir(dir.path()).unwrap().all(|e| e
+            .unwrap()
+            .file_type()
+            .unwrap()
+            .is_file()));
+        // One byte more is refused before anything is created, naming the limit.
+        let id = "r".repeat(256 - suffix);
+        let error = crate::persist::room_file_name(&id).unwrap_err().to_string();
+        assert!(
+            error.contains("256 bytes") && error.contains("255"),
+            "{error}"
+        );
+        assert!(error.len() < 200, "the id is not copied whole: {error}");
+        let path = dir.path().join("r".repeat(256));
+        for lazy in [false, true] {
+            let opened = if lazy {
+                FileLog::open_lazy(&path, true)
+            } else {
+                FileLog::open(&path, true)
+            };
+            let error = opened.unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    StoreError::NameTooLong {
+                        len: 256,
+                        limit: 255,
+                        ..
+                    }
+                ),
+                "{error}"
+            );
+            assert_eq!(error.errno(), Some(libc::ENAMETOOLONG));
+        }
+    }
+
+    /// 200 one-character edits, each its own update, as a client sends them.
+    fn one_char_edits(n: usize) -> (Vec<Vec<u8>>, Vec<u8>) {
+        let doc = Doc::with_client_id(43);
+        let text = doc.get_or_insert_text("t");
+        let updates = (0..n)
+            .map(|i| {
+                let mut txn = doc.transact_mut();
+                let end = text.len(&txn);
+                text.insert(&mut txn, end, if i % 2 == 0 { "a" } else { "b" });
+                txn.encode_update_v1()
+            })
+            .collect();
+        let state = doc
+            .transact()
+            .encode_state_as_update_v1(&yrs::StateVector::default());
+        (updates, state)
+    }
+
+    #[test]
+    fn a_squash_writes_the_state_of_a_document_that_applied_the_records() {
+        let (dir, path) = tmp();
+        let (updates, state) = one_char_edits(200);
+        let (_, expected) = (0, apply(&updates));
+        // What another document re-encodes them to: one block, not 200.
+        let fresh = Doc::new();
+        fresh
+            .transact_mut()
+            .apply_update(Update::decode_v1(&yrs::merge_updates_v1(&updates).unwrap()).unwrap())
+            .unwrap();
+        let reencoded = fresh
+            .transact()
+            .encode_state_as_update_v1(&yrs::StateVector::default());
+        assert_eq!(reencoded.len(), state.len());
+        let want = [HEADER, &encode_records(&[&reencoded])[..]].concat();
+        // On open: 200 records.
+        write_log(&path, &updates);
+        let (_, records, _) = FileLog::open(&path, true).unwrap();
+        assert_eq!(records.len(), 200);
+        assert_eq!(fs::read(&path).unwrap(), want);
+        // One merged record (what 0.8.0 squashed to) shrinks too.
+        let merged = yrs::merge_updates_v1(&updates).unwrap();
+        assert!(
+            merged.len() > 4 * state.len(),
+            "{} vs {}",
+            merged.len(),
+            state.len()
+        );
+        write_log(&path, &[merged]);
+        FileLog::open(&path, true).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), want);
+        // A squashed file is left alone by the next open.
+        use std::os::unix::fs::MetadataExt;
+        let inode = fs::metadata(&path).unwrap().ino();
+        FileLog::open(&path, true).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().ino(), inode);
+        // On append: one edit at a time.
+        fs::remove_file(&path).unwrap();
+        let (mut log, _, _) = FileLog::open(&path, true).unwrap();
+        for update in &updates {
+            log.append(&[update]).unwrap();
+        }
+        drop(log);
+        assert_eq!(fs::read(&path).unwrap(), want);
+        let (_, records, _) = FileLog::open(&path, false).unwrap();
+        assert_eq!(apply(&records), expected);
+        assert!(
+            fs::read_dir(dir.path()).unwrap().count() == 1,
+            "no temporary left"
+        );
+    }
+
+    #[test]
+    fn a_squash_keeps_records_that_build_on_missing_ones() {
+        // Records 2 and 3 build on record 1, which is lost (a hole): a document keeps them
+        // pending, and the squash must keep them too.
+        let (_dir, path) = tmp();
+        let (updates, _) = text_updates(44, 4, "p");
+        write_log(
+            &path,
+            &[updates[0].clone(), updates[2].clone(), updates[3].clone()],
+        );
+        FileLog::open(&path, true).unwrap();
+        let (_, records, _) = FileLog::open(&path, false).unwrap();
+        assert_eq!(records.len(), 1);
+        let mut all = records;
+        all.push(updates[1].clone());
+        let (_, expected) = text_updates(44, 4, "p");
+        assert_eq!(
+            apply(&all),
+            expected,
+            "nothing of records 2 and 3 was dropped"
+        );
+    }
+
+    #[test]
+    fn a_lazy_log_creates_its_file_at_the_first_write_only() {
+        let (dir, path) = tmp();
+        for squash in [false, true] {
+            let (mut log, records, _) = FileLog::open_lazy(&path, squash).unwrap();
+            assert!(records.is_empty() && !log.exists() && log.is_empty());
+            log.sync().unwrap();
+            drop(log);
+            assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "no file");
+        }
+        let (updates, expected) = text_updates(45, 2, "z");
+        let (mut squashing, _, _) = FileLog::open_lazy(&path, true).unwrap();
+        let (mut plain, _, _) = FileLog::open_lazy(&path, false).unwrap();
+        plain.append(&[&updates[0]]).unwrap();
+        // The other log created the file meanwhile: its record is merged in, not dropped.
+        squashing.append(&[&updates[1]]).unwrap();
+        assert_one_record(&path);
+        let (_, records, _) = FileLog::open(&path, false).unwrap();
+        assert_eq!(apply(&records), expected);
+        // What opening can check without creating anything, it checks.
+        let missing = dir.path().join("no/such/dir/doc.y");
+        assert!(matches!(
+            FileLog::open_lazy(&missing, false),
+            Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound
+        ));
     }
 }

@@ -140,11 +140,10 @@ fn temp_files(dir: &Path) -> Vec<PathBuf> {
         }
     };
     let mut found = entries(&dir.join(TEMP_DIR));
-    found.extend(
-        entries(dir)
-            .into_iter()
-            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().contains(".tmp"))),
-    );
+    found.extend(entries(dir).into_iter().filter(|p| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().contains(".tmp"))
+    }));
     found
 }
 
