@@ -75,7 +75,7 @@ pub enum PersistError {
         source: std::io::Error,
     },
     /// `id` is the id's start only (an id may be as long as a URL), so messages stay short.
-    #[error("room id {id} cannot be stored: its file name would be {len} bytes once escaped, longer than the limit of {MAX_FILE_NAME} bytes")]
+    #[error("room id {id} is too long to be stored: its file name would be {len} bytes once escaped, more than the limit of {MAX_FILE_NAME} bytes")]
     IdTooLong { id: String, len: usize },
     #[error("the store of {} stopped unexpectedly: {reason}", path.display())]
     Crashed { path: PathBuf, reason: String },
