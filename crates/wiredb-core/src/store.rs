@@ -37,7 +37,8 @@ const HEADER: &[u8] = b"0.0.1\0";
 /// The directory, beside a log, where its replacements are written before their rename. Its
 /// name starts with `.`, which no room file's name does (`persist::room_file_name` escapes a
 /// leading `.`), and a room file's name never holds `/`: no room file is ever in it or named
-/// like it. It exists only while a replacement is being written (it is removed once empty).
+/// like it. It exists only while a replacement is being written (it is removed once empty, so
+/// that a directory of logs holds nothing else between replacements, as with the original).
 pub const TEMP_DIR: &str = ".wiredb-tmp";
 /// The longest name of a temporary file in [`TEMP_DIR`]: `<pid>-<n>.tmp` (u32, u64).
 const TEMP_NAME_MAX: usize = 10 + 1 + 20 + 4;
@@ -150,7 +151,11 @@ impl FileLog {
         let path = path.to_path_buf();
         check_names(&path)?;
         remove_stale_temp_files(&path);
-        let Some((file, loaded)) = open_locked(&path, create)? else {
+        let found = match open_locked(&path, false)? {
+            None if create => Some(create_and_open(&path)?),
+            found => found,
+        };
+        let Some((file, loaded)) = found else {
             check_writable_dir(&path)?;
             let log = FileLog {
                 path,
@@ -208,9 +213,7 @@ impl FileLog {
         if self.file.is_some() {
             return Ok(());
         }
-        let Some((file, loaded)) = open_locked(&self.path, true)? else {
-            return Err(self.io(io::Error::from(io::ErrorKind::NotFound)));
-        };
+        let (file, loaded) = create_and_open(&self.path)?;
         // Another log may have created it meanwhile and written records: a squashing log
         // then re-reads them (an unknown length), to merge them in.
         self.len = if self.squashed.is_some() && !loaded.records.is_empty() {
@@ -495,6 +498,49 @@ fn open_locked(path: &Path, create: bool) -> Result<Option<(File, Loaded)>, Stor
     }
 }
 
+/// Creates the log at `path` (unless another log just did) and opens it: see [`create_log`].
+fn create_and_open(path: &Path) -> Result<(File, Loaded), StoreError> {
+    let io_err = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    match create_log(path) {
+        Ok(()) => {}
+        // A filesystem without hard links: created by `open_locked` below instead, empty
+        // for the moment its header takes to write.
+        Err(error)
+            if matches!(
+                error.raw_os_error(),
+                Some(libc::EPERM | libc::ENOTSUP | libc::EMLINK | libc::ENOSYS)
+            ) => {}
+        Err(error) => return Err(io_err(error)),
+    }
+    open_locked(path, true)?.ok_or_else(|| io_err(io::Error::from(io::ErrorKind::NotFound)))
+}
+
+/// Creates a log holding only the header, atomically, so that nobody (another process, the
+/// original's reader, a backup) ever sees it empty: the header is written to a temporary file
+/// in [`TEMP_DIR`], fsynced, and hard-linked to `path` (which fails if another log created
+/// it meanwhile: theirs is kept), then the directory is fsynced.
+fn create_log(path: &Path) -> io::Result<()> {
+    let (dir, tmp) = temp_path(path);
+    let created = (|| {
+        let f = create_temp(&dir, &tmp)?;
+        write_all(&f, HEADER, path)?;
+        sync_file(&f, path, true)?;
+        match fs::hard_link(&tmp, path) {
+            Ok(()) => sync_dir(path),
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(error) => Err(error),
+        }
+    })();
+    // Linked or not, the temporary name goes (a killed process's goes at the next open: it
+    // is at most a second link to the log).
+    let _ = fs::remove_file(&tmp);
+    let _ = fs::remove_dir(&dir);
+    created
+}
+
 /// Refuses, before any I/O, a log whose file name, path, or temporary file's path is longer
 /// than the filesystem takes: such a log could be read but never written, or never squashed.
 fn check_names(path: &Path) -> Result<(), StoreError> {
@@ -564,7 +610,11 @@ fn check_writable_dir(path: &Path) -> Result<(), StoreError> {
             )
         } == 0;
         if !allowed {
-            return Err(io_err(io::Error::last_os_error()));
+            let error = io::Error::last_os_error();
+            // A libc or kernel without AT_EACCESS cannot tell: the first write will.
+            if !matches!(error.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) {
+                return Err(io_err(error));
+            }
         }
     }
     Ok(())
@@ -660,10 +710,7 @@ fn load_locked(path: &Path, file: &File) -> Result<Loaded, StoreError> {
 /// over `path`, fsyncs the directory, and opens the new file for appending. On error, also
 /// tells whether the rename was done. The temporary directory is removed once empty.
 fn replace_file(path: &Path, body: &[u8]) -> Result<File, (io::Error, bool)> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let dir = temp_dir(path);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!("{}-{n}.tmp", std::process::id()));
+    let (dir, tmp) = temp_path(path);
     let written = (|| {
         let f = create_temp(&dir, &tmp)?;
         let mut buf = Vec::with_capacity(HEADER.len() + body.len());
@@ -685,6 +732,15 @@ fn replace_file(path: &Path, body: &[u8]) -> Result<File, (io::Error, bool)> {
     let _ = fs::remove_dir(&dir);
     synced?;
     open_append(path, false).map_err(|e| (e, true))
+}
+
+/// A new temporary file's name beside `path`: [`TEMP_DIR`] and `<pid>-<n>.tmp` in it.
+fn temp_path(path: &Path) -> (PathBuf, PathBuf) {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let dir = temp_dir(path);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!("{}-{n}.tmp", std::process::id()));
+    (dir, tmp)
 }
 
 /// Creates `tmp` in `dir`, creating `dir` if needed (again if another log removed it, empty,
