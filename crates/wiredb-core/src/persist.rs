@@ -57,13 +57,6 @@ const CLOSE_ATTEMPTS: u32 = 3;
 /// no thread.
 pub use crate::runtime::MAX_BLOCKING_THREADS as MAX_FILE_JOBS;
 
-/// Runs `job` on the runtime's (bounded) blocking pool.
-async fn file_job<T: Send + 'static>(
-    job: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, tokio::task::JoinError> {
-    tokio::task::spawn_blocking(job).await
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum PersistError {
     #[error(transparent)]
@@ -363,7 +356,7 @@ struct Loaded {
 async fn run(shared: Arc<Shared>, core: Arc<RoomCore>, config: StoreConfig) {
     let loaded = {
         let (shared, core, config) = (shared.clone(), core.clone(), config.clone());
-        file_job(move || load(&core, &shared.path, &config, &shared.queue)).await
+        tokio::task::spawn_blocking(move || load(&core, &shared.path, &config, &shared.queue)).await
     };
     let loaded = match loaded {
         Ok(Ok(loaded)) => loaded,
@@ -568,7 +561,7 @@ async fn write_until_closed(
         }
         let squash = config.squash;
         let state_of = core.clone();
-        let done = file_job(move || {
+        let done = tokio::task::spawn_blocking(move || {
             // `wrote`: the records are in the file, whatever came next.
             let (wrote, mut result) = match &job {
                 Job::Append { updates, sync } => match write(&mut log, updates, squash) {

@@ -192,13 +192,14 @@ impl FileLog {
                 [] => Update::new().encode_v1(),
                 many => {
                     let merged = squash_updates(&log.path, many.iter().map(Vec::as_slice))?;
-                    // One record is rewritten only if that makes it smaller: a file this
-                    // squashed is left alone by the next open.
-                    if many.len() > 1 || merged.len() < many[0].len() {
-                        log.replace_with(&merged)?;
-                        merged
-                    } else {
-                        many[0].clone()
+                    match many {
+                        // One record is rewritten only if that makes it smaller: a file this
+                        // squashed is left alone by the next open.
+                        [one] if merged.len() >= one.len() => one.clone(),
+                        _ => {
+                            log.replace_with(&merged)?;
+                            merged
+                        }
                     }
                 }
             };
@@ -207,8 +208,8 @@ impl FileLog {
         Ok((log, records, report))
     }
 
-    /// The append handle, once the file exists: a lazy log creates it now (header written and
-    /// fsynced, with its directory, as [`FileLog::open`] does for a new file).
+    /// Makes sure the file exists: a lazy log creates it now, as [`FileLog::open`] creates a
+    /// new file (see [`create_log`]).
     fn ensure_file(&mut self) -> Result<(), StoreError> {
         if self.file.is_some() {
             return Ok(());
