@@ -135,6 +135,9 @@ class FileRoom(Room):
         finally:
             self._store = None
             state = await close_store(store)
+            # The room's cancellation keeps this frame alive in its traceback until the cyclic
+            # GC runs: drop the store now, so its eventfd closes with the room.
+            del store
             if state.error is not None:
                 log.error("room %r: its last updates may not be on disk: %s", self.id, state.error)
 
