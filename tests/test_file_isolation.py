@@ -4,6 +4,7 @@ edited costs no file and no thread, and a squash compacts as the original does."
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import os
@@ -241,3 +242,14 @@ async def test_a_squashing_file_room_stores_what_a_doc_encodes(tmp_path: Path) -
             reference = client.doc.get_update()
     update = the_one_update(tmp_path / "sq_updates.y")
     assert len(update) <= len(reference), f"{len(update)} bytes, a doc encodes {len(reference)}"
+
+
+async def test_a_file_name_the_filesystem_cannot_hold_is_an_os_error_at_open(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(OSError) as raised:
+        async with AsyncFileClient(path=tmp_path / ("x" * 256)):
+            pass  # pragma: no cover
+    assert raised.value.errno == errno.ENAMETOOLONG
+    assert "256 bytes, longer than the 255" in str(raised.value)
+    assert list(tmp_path.iterdir()) == []
