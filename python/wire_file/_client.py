@@ -160,7 +160,9 @@ class AsyncFileClient(AsyncClientMixin):
         link = self._link
         store, link.store, link.room = link.store, None, None
         if store is not None:
-            (await close_store(store)).check()
+            state = await close_store(store)
+            del store  # closes its eventfd now, even if a traceback keeps this frame
+            state.check()
 
     async def __aexit__(
         self,
@@ -274,7 +276,9 @@ class FileClient(ClientMixin):
         link = self._link
         store, link.store, link.room = link.store, None, None
         if store is not None:
-            close_store_blocking(store).check()
+            state = close_store_blocking(store)
+            del store  # closes its eventfd now, even if a traceback keeps this frame
+            state.check()
 
     def __exit__(
         self,

@@ -52,7 +52,9 @@ class FileRoom(Room):
     on tokio's threads, appends every update: no Python runs per update. All that is pending
     goes out in one write; `write_delay` lets updates wait that long to share a write. When the
     room closes (its last client left, or the server stopped), what is pending is written and
-    fsynced before the room is forgotten.
+    fsynced before the room is forgotten. The file is created at the room's first write: a room
+    that is never edited leaves no file. An id whose file name (or its filesystem) could not
+    store is refused when the room opens (`ValueError`, `OSError` with ENAMETOOLONG).
 
     ```py
     async with AsyncWebSocketServer(file_room_factory("data"), host="localhost", port=8000):
@@ -124,6 +126,8 @@ class FileRoom(Room):
             self._squash,
             create_dirs=True,
             fsync=self._fsync,
+            # A room no client edits leaves no file behind: ids cost nothing on disk until used.
+            create_lazily=True,
         )
         self._store = store
         try:
@@ -131,6 +135,9 @@ class FileRoom(Room):
         finally:
             self._store = None
             state = await close_store(store)
+            # The room's cancellation keeps this frame alive in its traceback until the cyclic
+            # GC runs: drop the store now, so its eventfd closes with the room.
+            del store
             if state.error is not None:
                 log.error("room %r: its last updates may not be on disk: %s", self.id, state.error)
 

@@ -79,9 +79,11 @@ async def open_store(
     squash: bool,
     create_dirs: bool = False,
     fsync: str = "flush",
+    create_lazily: bool = False,
 ) -> FileStore:
-    """Attaches a store to `room` and waits until the file is loaded into it."""
-    store = FileStore(room, os.fspath(path), write_delay, squash, create_dirs, fsync)
+    """Attaches a store to `room` and waits until the file is loaded into it (with
+    `create_lazily`, a missing file is created at the first write)."""
+    store = FileStore(room, os.fspath(path), write_delay, squash, create_dirs, fsync, create_lazily)
     try:
         state = await wait_store(store, _loaded)
         _opened(store, state)

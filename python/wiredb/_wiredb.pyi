@@ -325,8 +325,10 @@ class FileStore:
         squash: bool = False,
         create_dirs: bool = False,
         fsync: str = "flush",
+        create_lazily: bool = False,
     ) -> FileStore:
-        """Starts loading `path` into `room`, then appends every update the room applies."""
+        """Starts loading `path` into `room`, then appends every update the room applies
+        (with `create_lazily`, a missing file is created at the first write, not now)."""
     @property
     def fsync(self) -> str:
         """The fsync policy: "none", "flush" or "always"."""

@@ -148,6 +148,58 @@ pub fn rebuild(doc: &Doc, pending: Option<&[u8]>, limits: &GuardLimits) -> Doc {
     fresh
 }
 
+/// The state of a fresh document that applied `updates`, as one v1 update: what a file is
+/// squashed to. Unlike [`merge_updates`], which keeps every update's blocks as they came (200
+/// one-character edits stay 200 blocks), integrating them merges neighbouring blocks and
+/// collects deleted content, so the result is what a peer's `encode_state_as_update` gives.
+///
+/// Each update is checked as [`apply_update`] does; one that does not fit the document yet
+/// (see [`fits`]) is applied once the document caught up, in later passes over what is left.
+/// What never fits, and the document's own pending content, are not lost: the first is merged
+/// in as it is, the second is part of yrs's encoding.
+pub fn squash_updates<T: AsRef<[u8]>>(
+    updates: &[T],
+    limits: &GuardLimits,
+) -> Result<Vec<u8>, GuardError> {
+    let doc = Doc::new();
+    let mut left: Vec<Checked<'_>> = updates
+        .iter()
+        .map(|u| check_update(u.as_ref(), limits))
+        .collect::<Result<_, _>>()?;
+    // Files hold their records in order, so the first pass applies them all; a few more
+    // passes cover records that two writers interleaved, without a quadratic worst case.
+    for _ in 0..SQUASH_PASSES {
+        let before = left.len();
+        let mut waiting = Vec::new();
+        for update in left {
+            let sv = doc.transact().state_vector();
+            if fits(&update.report, &sv) {
+                apply_checked(&doc, &update)?;
+            } else {
+                waiting.push(update);
+            }
+        }
+        left = waiting;
+        if left.is_empty() || left.len() == before {
+            break;
+        }
+    }
+    let state = catch_unwind(AssertUnwindSafe(|| {
+        doc.transact()
+            .encode_state_as_update_v1(&StateVector::default())
+    }))
+    .map_err(|_| GuardError::Panicked("encoding a document"))?;
+    if left.is_empty() {
+        return Ok(state);
+    }
+    let mut rest: Vec<&[u8]> = vec![&state];
+    rest.extend(left.iter().map(|u| u.bytes));
+    merge_some(&rest)
+}
+
+/// Passes over the updates a squash could not apply yet (see [`squash_updates`]).
+const SQUASH_PASSES: usize = 8;
+
 /// Merges v1 updates into one (what a consumer applies once instead of many times).
 pub fn merge_updates(updates: &[Bytes], limits: &GuardLimits) -> Result<Vec<u8>, GuardError> {
     if let [single] = updates {

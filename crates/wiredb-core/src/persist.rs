@@ -7,7 +7,12 @@
 //! that is pending goes out as one record in one write, `write_delay` bounds how long an update
 //! may wait to be batched with later ones, and closing writes what is left (and fsyncs, unless
 //! the policy is `none`) before it reports closed. File I/O runs on tokio's blocking pool, never
-//! on a worker; nothing here calls into Python (it is woken through a [`Waker`]).
+//! on a worker, and at most [`MAX_FILE_JOBS`] such jobs run at once in the process, so that many
+//! rooms opening or writing together queue for a few threads instead of spawning one each;
+//! nothing here calls into Python (it is woken through a [`Waker`]).
+//!
+//! With [`StoreConfig::create_lazily`] (what a server's rooms use) the file is created at the
+//! first write: a room that is never edited leaves no file and costs no fsync.
 //!
 //! Durability is the [`FsyncPolicy`]'s; a flush ([`RoomStore::flush`]) returns a ticket that the
 //! status reaches once what the room applied before it is *written* (its `write(2)` returned:
@@ -47,6 +52,11 @@ pub const MAX_FILE_NAME: usize = 255;
 /// After this many failed writes in a row while closing, the store gives up.
 const CLOSE_ATTEMPTS: u32 = 3;
 
+/// The most blocking threads the stores of a process use: the runtime's blocking pool is
+/// bounded to this many (tokio's default is 512); file jobs beyond it wait in its queue, on
+/// no thread.
+pub use crate::runtime::MAX_BLOCKING_THREADS as MAX_FILE_JOBS;
+
 #[derive(Debug, thiserror::Error)]
 pub enum PersistError {
     #[error(transparent)]
@@ -57,7 +67,8 @@ pub enum PersistError {
         #[source]
         source: std::io::Error,
     },
-    #[error("room id {id:?} is too long for a file name ({len} bytes once escaped, at most {MAX_FILE_NAME})")]
+    /// `id` is the id's start only (an id may be as long as a URL), so messages stay short.
+    #[error("room id {id} is too long to be stored: its file name would be {len} bytes once escaped, more than the limit of {MAX_FILE_NAME} bytes")]
     IdTooLong { id: String, len: usize },
     #[error("the store of {} stopped unexpectedly: {reason}", path.display())]
     Crashed { path: PathBuf, reason: String },
@@ -109,6 +120,9 @@ pub struct StoreConfig {
     pub squash: bool,
     /// Create the file's directory (and its parents) if missing.
     pub create_dirs: bool,
+    /// Create a missing file at the first write rather than at open (see
+    /// [`FileLog::open_lazy`]): a room that is never edited leaves no file.
+    pub create_lazily: bool,
     /// When to fsync.
     pub fsync: FsyncPolicy,
     /// Bounds of the queue between the room and the writer; if the writer falls this far
@@ -122,6 +136,7 @@ impl Default for StoreConfig {
             write_delay: Duration::ZERO,
             squash: false,
             create_dirs: false,
+            create_lazily: false,
             fsync: FsyncPolicy::default(),
             queue: QueueLimits::default(),
         }
@@ -391,7 +406,11 @@ fn load(
             })?;
         }
     }
-    let (log, records, report) = FileLog::open(path, config.squash)?;
+    let (log, records, report) = if config.create_lazily {
+        FileLog::open_lazy(path, config.squash)?
+    } else {
+        FileLog::open(path, config.squash)?
+    };
     let records: Vec<Bytes> = records.into_iter().map(Bytes::from).collect();
     let file_update = match records.len() {
         0 => None,
@@ -729,11 +748,20 @@ pub fn room_file_name(id: &str) -> Result<String, PersistError> {
     name.push_str(ROOM_FILE_SUFFIX);
     if name.len() > MAX_FILE_NAME {
         return Err(PersistError::IdTooLong {
-            id: id.to_owned(),
+            id: id_preview(id),
             len: name.len(),
         });
     }
     Ok(name)
+}
+
+/// How an error names a room id: its first 32 characters, quoted, and its length if cut.
+fn id_preview(id: &str) -> String {
+    const SHOWN: usize = 32;
+    match id.char_indices().nth(SHOWN) {
+        None => format!("{id:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &id[..cut], id.len()),
+    }
 }
 
 /// The room id a file name was made from, if it is one [`room_file_name`] makes.
@@ -1347,5 +1375,75 @@ mod tests {
             }
         }
         closed(&store);
+    }
+
+    #[test]
+    fn a_lazy_store_leaves_no_file_until_its_room_is_edited() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r_updates.y");
+        for squash in [false, true] {
+            let core = RoomCore::new("r", RoomLimits::default());
+            let config = StoreConfig {
+                create_lazily: true,
+                squash,
+                fsync: FsyncPolicy::Always,
+                ..StoreConfig::default()
+            };
+            let store = RoomStore::attach(core.clone(), &path, config.clone(), None);
+            assert_eq!(opened(&store).phase, Phase::Open);
+            peer(&core);
+            let ticket = store.flush(true);
+            store.wait_until(WAIT, |s| s.durable >= ticket).unwrap();
+            let status = closed(&store);
+            assert!(status.error.is_none());
+            assert_eq!((status.writes, status.syncs), (0, 0), "no write, no fsync");
+            assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no file");
+            // The first edit creates it.
+            let store = RoomStore::attach(core.clone(), &path, config, None);
+            opened(&store);
+            let member = peer(&core);
+            core.handle(member, Message::Update(edits(30, &["first"])[0].clone()))
+                .unwrap();
+            let ticket = store.flush(true);
+            store.wait_until(WAIT, |s| s.durable >= ticket).unwrap();
+            closed(&store);
+            assert_eq!(file_text(&path), "first");
+            std::fs::remove_file(&path).unwrap();
+        }
+        // A path that could never be written is refused at open, not at the first write.
+        let core = RoomCore::new("r", RoomLimits::default());
+        let config = StoreConfig {
+            create_lazily: true,
+            ..StoreConfig::default()
+        };
+        let missing = dir.path().join("missing").join("r_updates.y");
+        let store = RoomStore::attach(core.clone(), &missing, config.clone(), None);
+        let status = opened(&store);
+        assert_eq!(status.phase, Phase::Failed);
+        assert!(status.error.unwrap().to_string().contains("No such file"));
+        let long = dir.path().join("r".repeat(256));
+        let store = RoomStore::attach(core, &long, config, None);
+        let status = opened(&store);
+        assert_eq!(status.phase, Phase::Failed);
+        let error = status.error.unwrap().to_string();
+        assert!(error.contains("255 bytes"), "{error}");
+    }
+
+    #[test]
+    fn a_long_room_id_is_refused_with_its_start_and_the_limit() {
+        let id = "é".repeat(10_000);
+        let error = room_file_name(&id).unwrap_err().to_string();
+        assert!(
+            error.contains("20000 bytes") && error.contains("limit of 255"),
+            "{error}"
+        );
+        assert!(error.len() < 300, "{error}");
+        let suffix = ROOM_FILE_SUFFIX.len();
+        assert!(room_file_name(&"a".repeat(MAX_FILE_NAME - suffix)).is_ok());
+        let error = room_file_name(&"a".repeat(MAX_FILE_NAME - suffix + 1)).unwrap_err();
+        assert!(matches!(error, PersistError::IdTooLong { len: 256, .. }));
+        // Escaping counts: 82 bytes that each become %XX are 246, plus the suffix.
+        assert!(room_file_name(&" ".repeat(81)).is_ok());
+        assert!(room_file_name(&" ".repeat(82)).is_err());
     }
 }

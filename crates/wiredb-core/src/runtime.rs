@@ -7,6 +7,11 @@ use tokio::runtime::{Builder, Runtime};
 
 const WORKER_STACK_BYTES: usize = 16 << 20;
 
+/// The most threads of the blocking pool, where every file store's I/O (open, write, fsync,
+/// squash) runs: jobs beyond it wait in the pool's queue instead of each starting a thread
+/// (tokio's default bound is 512 threads, each with a 16 MiB stack reserved here).
+pub const MAX_BLOCKING_THREADS: usize = 16;
+
 /// The shared runtime, created on first use with `WIREDB_THREADS` workers (default: the number
 /// of CPUs, at most 4).
 pub fn runtime() -> &'static Runtime {
@@ -25,6 +30,7 @@ pub fn runtime() -> &'static Runtime {
             .worker_threads(threads)
             .thread_name("wiredb")
             .thread_stack_size(WORKER_STACK_BYTES)
+            .max_blocking_threads(MAX_BLOCKING_THREADS)
             .enable_all()
             .build()
         {

@@ -11,6 +11,11 @@
 //! the file other than atomically (temp file, fsync, rename, directory fsync), never fsyncs
 //! again as if nothing happened after an fsync failed, and never panics on what it reads from
 //! disk. Everything here is blocking `std::fs` code: run it on a blocking thread.
+//!
+//! A replacement is written in [`TEMP_DIR`], a directory beside the log that no room file can
+//! be named (see [`TEMP_DIR`]), under a short name of its own (`<pid>-<n>.tmp`), so that it
+//! neither depends on the log's name length nor can be mistaken for another file: the cleanup
+//! of a killed replacement's file only ever looks in there.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -21,12 +26,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use yrs::updates::encoder::Encode;
 use yrs::Update;
 
+use crate::guard::{self, GuardLimits};
 pub use crate::record::encode_records;
 use crate::record::{is_valid_update, parse_records, record_len};
 
 pub const FILE_VERSION: &str = "0.0.1";
 /// `FILE_VERSION` then NUL (checked against `FILE_VERSION` by a test).
 const HEADER: &[u8] = b"0.0.1\0";
+
+/// The directory, beside a log, where its replacements are written before their rename. Its
+/// name starts with `.`, which no room file's name does (`persist::room_file_name` escapes a
+/// leading `.`), and a room file's name never holds `/`: no room file is ever in it or named
+/// like it. It exists only while a replacement is being written (it is removed once empty, so
+/// that a directory of logs holds nothing else between replacements, as with the original).
+pub const TEMP_DIR: &str = ".wiredb-tmp";
+/// The longest name of a temporary file in [`TEMP_DIR`]: `<pid>-<n>.tmp` (u32, u64).
+const TEMP_NAME_MAX: usize = 10 + 1 + 20 + 4;
+/// Linux's PATH_MAX, NUL included: the longest path a system call takes is one byte less.
+const PATH_MAX: usize = 4096;
+/// The file name limit assumed when the filesystem does not say (most allow 255 bytes).
+const DEFAULT_NAME_MAX: usize = 255;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -44,6 +63,25 @@ pub enum StoreError {
     Merge { path: PathBuf, reason: String },
     #[error("an fsync of {} failed: the file must be rewritten before it is written or synced again", path.display())]
     NeedsRewrite { path: PathBuf },
+    #[error("cannot store {}: its {what} is {len} bytes, longer than the {limit} bytes the filesystem allows", path.display())]
+    NameTooLong {
+        path: PathBuf,
+        /// "file name" or "path" (or that of its temporary file).
+        what: &'static str,
+        len: usize,
+        limit: usize,
+    },
+}
+
+impl StoreError {
+    /// The errno this error stands for, if one does (ENAMETOOLONG for a name too long).
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            StoreError::Io { source, .. } => source.raw_os_error(),
+            StoreError::NameTooLong { .. } => Some(libc::ENAMETOOLONG),
+            _ => None,
+        }
+    }
 }
 
 /// What `FileLog::open` found on disk.
@@ -64,8 +102,9 @@ pub struct LoadReport {
 #[derive(Debug)]
 pub struct FileLog {
     path: PathBuf,
-    /// Opened read + O_APPEND, so every write lands at the current end of file.
-    file: File,
+    /// Opened read + O_APPEND, so every write lands at the current end of file. `None` while
+    /// a log opened with [`FileLog::open_lazy`] has not written its first record.
+    file: Option<File>,
     len: u64,
     /// `Some(merged update)` iff opened with squash: the whole content, kept in memory so that
     /// squashing on append does not re-read the file.
@@ -82,38 +121,57 @@ impl FileLog {
     /// A torn or garbage tail is truncated away (with a warning); a hole followed by
     /// checksummed records is skipped and the file rewritten without it; a torn header is
     /// rewritten; another version is `StoreError::VersionMismatch`. With `squash`, a log of
-    /// more than one record is then replaced atomically by header + one merged record (the
-    /// returned records are still the ones read).
+    /// more than one record is then replaced atomically by header + one record holding the
+    /// state of a document that applied them (so is a single record that this makes smaller);
+    /// the returned records are still the ones read.
     pub fn open(
         path: impl AsRef<Path>,
         squash: bool,
     ) -> Result<(FileLog, Vec<Vec<u8>>, LoadReport), StoreError> {
-        let path = path.as_ref().to_path_buf();
-        let io_err = |source| StoreError::Io {
-            path: path.clone(),
-            source,
+        Self::open_with(path.as_ref(), squash, true)
+    }
+
+    /// [`FileLog::open`], except that a missing file is not created until the first record
+    /// is written: a log that never writes leaves nothing on disk. What opening can check
+    /// without creating the file is checked now (the names' lengths, the directory exists and
+    /// is writable), so a path that could never be written is refused here, not at the first
+    /// write.
+    pub fn open_lazy(
+        path: impl AsRef<Path>,
+        squash: bool,
+    ) -> Result<(FileLog, Vec<Vec<u8>>, LoadReport), StoreError> {
+        Self::open_with(path.as_ref(), squash, false)
+    }
+
+    fn open_with(
+        path: &Path,
+        squash: bool,
+        create: bool,
+    ) -> Result<(FileLog, Vec<Vec<u8>>, LoadReport), StoreError> {
+        let path = path.to_path_buf();
+        check_names(&path)?;
+        remove_stale_temp_files(&path);
+        let found = match open_locked(&path, false)? {
+            None if create => Some(create_and_open(&path)?),
+            found => found,
         };
-        let (file, records, len, report) = loop {
-            let file = open_append(&path, true).map_err(io_err)?;
-            let loaded = {
-                // Held while reading and cutting, so a concurrent appender's record is never
-                // mistaken for a torn tail and a concurrent creator's header never doubled.
-                let _lock = Flock::exclusive(&file);
-                if is_replaced(&path, &file) {
-                    None
-                } else {
-                    remove_stale_temp_files(&path);
-                    Some(load_locked(&path, &file)?)
-                }
+        let Some((file, loaded)) = found else {
+            check_writable_dir(&path)?;
+            let log = FileLog {
+                path,
+                file: None,
+                len: 0,
+                squashed: squash.then(|| Update::new().encode_v1()),
+                needs_rewrite: false,
             };
-            match loaded {
-                Some(loaded) => {
-                    let file = loaded.replacement.unwrap_or(file);
-                    break (file, loaded.records, loaded.len, loaded.report);
-                }
-                None => continue,
-            }
+            return Ok((log, Vec::new(), LoadReport::default()));
         };
+        let Loaded {
+            replacement,
+            records,
+            len,
+            report,
+        } = loaded;
         if report.torn_bytes > 0 {
             tracing::warn!(
                 path = %path.display(),
@@ -124,7 +182,7 @@ impl FileLog {
         }
         let mut log = FileLog {
             path,
-            file,
+            file: Some(replacement.unwrap_or(file)),
             len,
             squashed: None,
             needs_rewrite: false,
@@ -132,16 +190,47 @@ impl FileLog {
         if squash {
             let merged = match records.as_slice() {
                 [] => Update::new().encode_v1(),
-                [one] => one.clone(),
                 many => {
-                    let merged = merge(&log.path, many.iter().map(Vec::as_slice))?;
-                    log.replace_with(&merged)?;
-                    merged
+                    let merged = squash_updates(&log.path, many.iter().map(Vec::as_slice))?;
+                    match many {
+                        // One record is rewritten only if that makes it smaller: a file this
+                        // squashed is left alone by the next open.
+                        [one] if merged.len() >= one.len() => one.clone(),
+                        _ => {
+                            log.replace_with(&merged)?;
+                            merged
+                        }
+                    }
                 }
             };
             log.squashed = Some(merged);
         }
         Ok((log, records, report))
+    }
+
+    /// Makes sure the file exists: a lazy log creates it now, as [`FileLog::open`] creates a
+    /// new file (see [`create_log`]).
+    fn ensure_file(&mut self) -> Result<(), StoreError> {
+        if self.file.is_some() {
+            return Ok(());
+        }
+        let (file, loaded) = create_and_open(&self.path)?;
+        // Another log may have created it meanwhile and written records: a squashing log
+        // then re-reads them (an unknown length), to merge them in.
+        self.len = if self.squashed.is_some() && !loaded.records.is_empty() {
+            u64::MAX
+        } else {
+            loaded.len
+        };
+        self.file = Some(loaded.replacement.unwrap_or(file));
+        Ok(())
+    }
+
+    /// The append handle (the caller made sure the file exists).
+    fn handle(&self) -> Result<&File, StoreError> {
+        self.file
+            .as_ref()
+            .ok_or_else(|| self.io(io::Error::from(io::ErrorKind::NotFound)))
     }
 
     /// Appends `updates` as records in one write (or, for a squashing log, merges them into
@@ -164,17 +253,25 @@ impl FileLog {
                 path: self.path.clone(),
             });
         }
+        self.ensure_file()?;
         if self.squashed.is_some() {
             return self.replace_merged(updates);
         }
         let buf = encode_records(updates);
         loop {
-            let lock = Flock::exclusive(&self.file);
+            let file = self.handle()?;
+            let lock = Flock::exclusive(file);
             if !self.replaced_on_disk() {
-                let start = self.file.metadata().map_err(|e| self.io(e))?.len();
+                let start = file.metadata().map_err(|e| self.io(e))?.len();
                 // One write of whole records, on O_APPEND, under the lock: no interleaving.
-                if let Err(error) = write_all(&self.file, &buf, &self.path) {
-                    if let Err(undo) = self.file.set_len(start) {
+                let written = write_all(file, &buf, &self.path);
+                let undo = written
+                    .as_ref()
+                    .err()
+                    .and_then(|_| file.set_len(start).err());
+                drop(lock);
+                if let Err(error) = written {
+                    if let Some(undo) = undo {
                         tracing::error!(path = %self.path.display(), %undo, "cannot undo a failed write");
                         self.needs_rewrite = true;
                     }
@@ -186,7 +283,7 @@ impl FileLog {
             // Another FileLog renamed a new file over the path: write to that one instead
             // of the unlinked inode.
             drop(lock);
-            self.file = open_append(&self.path, false).map_err(|e| self.io(e))?;
+            self.file = Some(open_append(&self.path, false).map_err(|e| self.io(e))?);
         }
     }
 
@@ -199,7 +296,11 @@ impl FileLog {
                 path: self.path.clone(),
             });
         }
-        sync_file(&self.file, &self.path, false).map_err(|e| {
+        // A lazy log that wrote nothing has nothing to make durable.
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        sync_file(file, &self.path, false).map_err(|e| {
             self.needs_rewrite = true;
             self.io(e)
         })
@@ -215,6 +316,7 @@ impl FileLog {
     /// log's appends are kept); the new file is fsynced before it is renamed over the path.
     /// Clears [`FileLog::needs_rewrite`] once it succeeded.
     pub fn rewrite(&mut self, state: &[u8]) -> Result<(), StoreError> {
+        self.ensure_file()?;
         // An unknown length forces a re-read of the file under the lock.
         self.len = u64::MAX;
         self.replace_merged(&[state])?;
@@ -231,7 +333,13 @@ impl FileLog {
         self.len
     }
 
-    /// True when the file holds no record, only the header.
+    /// True once the file exists (always, unless opened with [`FileLog::open_lazy`] and
+    /// nothing was written yet).
+    pub fn exists(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// True when the file holds no record, only the header (or does not exist yet).
     pub fn is_empty(&self) -> bool {
         self.len <= HEADER.len() as u64
     }
@@ -244,12 +352,13 @@ impl FileLog {
     }
 
     /// Atomically replaces the file by header + one record holding `update`: writes
-    /// `<name>.tmp-<pid>-<n>`, fsyncs it, renames it over the path, fsyncs the directory,
-    /// then reopens the append handle on the new file.
+    /// `TEMP_DIR/<pid>-<n>.tmp` beside it, fsyncs it, renames it over the path, fsyncs the
+    /// directory, then reopens the append handle on the new file.
     pub fn replace_with(&mut self, update: &[u8]) -> Result<(), StoreError> {
+        self.ensure_file()?;
         let replaced = {
             // Keeps other logs' appends from landing in the old inode during the swap.
-            let _lock = Flock::exclusive(&self.file);
+            let _lock = Flock::exclusive(self.handle()?);
             self.write_replacement(update)
         };
         let file = self.after_replace(replaced)?;
@@ -269,7 +378,7 @@ impl FileLog {
                 }
                 // Another log renamed a new file over the path: merge with that one.
                 Ok(None) => {
-                    self.file = open_append(&self.path, false).map_err(|e| self.io(e))?;
+                    self.file = Some(open_append(&self.path, false).map_err(|e| self.io(e))?);
                     self.len = u64::MAX;
                 }
                 Err(failed) => {
@@ -284,11 +393,12 @@ impl FileLog {
         &self,
         updates: &[&[u8]],
     ) -> Result<Option<(File, Vec<u8>)>, ReplaceError> {
-        let _lock = Flock::exclusive(&self.file);
+        let file = self.handle().map_err(|e| (e, false))?;
+        let _lock = Flock::exclusive(file);
         if self.replaced_on_disk() {
             return Ok(None);
         }
-        let disk_len = self.file.metadata().map_err(|e| (self.io(e), false))?.len();
+        let disk_len = file.metadata().map_err(|e| (self.io(e), false))?.len();
         let reread;
         let base: Vec<&[u8]> = match &self.squashed {
             Some(merged) if disk_len == self.len => vec![merged.as_slice()],
@@ -298,7 +408,7 @@ impl FileLog {
             }
         };
         let all = base.into_iter().chain(updates.iter().copied());
-        let merged = merge(&self.path, all).map_err(|e| (e, false))?;
+        let merged = squash_updates(&self.path, all).map_err(|e| (e, false))?;
         let file = self.write_replacement(&merged)?;
         Ok(Some((file, merged)))
     }
@@ -306,7 +416,7 @@ impl FileLog {
     /// Every good record of the file our handle is open on (the caller holds the lock).
     fn read_records(&self) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut data = Vec::new();
-        let mut file = &self.file;
+        let mut file = self.handle()?;
         file.seek(SeekFrom::Start(0)).map_err(|e| self.io(e))?;
         file.read_to_end(&mut data).map_err(|e| self.io(e))?;
         let body = data.get(HEADER.len()..).unwrap_or_default();
@@ -331,7 +441,7 @@ impl FileLog {
     }
 
     fn install(&mut self, file: File, update: &[u8]) {
-        self.file = file;
+        self.file = Some(file);
         self.len = (HEADER.len() + record_len(update.len())) as u64;
         if self.squashed.is_some() {
             self.squashed = Some(update.to_vec());
@@ -340,7 +450,9 @@ impl FileLog {
 
     /// True if the path now names another file than our handle (renamed over by a replace).
     fn replaced_on_disk(&self) -> bool {
-        is_replaced(&self.path, &self.file)
+        self.file
+            .as_ref()
+            .is_some_and(|file| is_replaced(&self.path, file))
     }
 }
 
@@ -354,6 +466,172 @@ struct Loaded {
     records: Vec<Vec<u8>>,
     len: u64,
     report: LoadReport,
+}
+
+/// Opens the log at `path` (creating it if `create`; else `None` if it does not exist), then
+/// reads, checks and repairs it under its lock; retries if another log renamed a new file over
+/// the path meanwhile.
+fn open_locked(path: &Path, create: bool) -> Result<Option<(File, Loaded)>, StoreError> {
+    loop {
+        let file = match open_append(path, create) {
+            Ok(file) => file,
+            Err(error) if !create && error.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        let loaded = {
+            // Held while reading and cutting, so a concurrent appender's record is never
+            // mistaken for a torn tail and a concurrent creator's header never doubled.
+            let _lock = Flock::exclusive(&file);
+            if is_replaced(path, &file) {
+                None
+            } else {
+                Some(load_locked(path, &file)?)
+            }
+        };
+        if let Some(loaded) = loaded {
+            return Ok(Some((file, loaded)));
+        }
+    }
+}
+
+/// Creates the log at `path` (unless another log just did) and opens it: see [`create_log`].
+fn create_and_open(path: &Path) -> Result<(File, Loaded), StoreError> {
+    let io_err = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    match create_log(path) {
+        Ok(()) => {}
+        // A filesystem without hard links: created by `open_locked` below instead, empty
+        // for the moment its header takes to write.
+        Err(error)
+            if matches!(
+                error.raw_os_error(),
+                Some(libc::EPERM | libc::ENOTSUP | libc::EMLINK | libc::ENOSYS)
+            ) => {}
+        Err(error) => return Err(io_err(error)),
+    }
+    open_locked(path, true)?.ok_or_else(|| io_err(io::Error::from(io::ErrorKind::NotFound)))
+}
+
+/// Creates a log holding only the header, atomically, so that nobody (another process, the
+/// original's reader, a backup) ever sees it empty: the header is written to a temporary file
+/// in [`TEMP_DIR`], fsynced, and hard-linked to `path` (which fails if another log created
+/// it meanwhile: theirs is kept), then the directory is fsynced.
+fn create_log(path: &Path) -> io::Result<()> {
+    let (dir, tmp) = temp_path(path);
+    let created = (|| {
+        let f = create_temp(&dir, &tmp)?;
+        write_all(&f, HEADER, path)?;
+        sync_file(&f, path, true)?;
+        match fs::hard_link(&tmp, path) {
+            Ok(()) => sync_dir(path),
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(error) => Err(error),
+        }
+    })();
+    // Linked or not, the temporary name goes (a killed process's goes at the next open: it
+    // is at most a second link to the log).
+    let _ = fs::remove_file(&tmp);
+    let _ = fs::remove_dir(&dir);
+    created
+}
+
+/// Refuses, before any I/O, a log whose file name, path, or temporary file's path is longer
+/// than the filesystem takes: such a log could be read but never written, or never squashed.
+fn check_names(path: &Path) -> Result<(), StoreError> {
+    let too_long = |what, len, limit| StoreError::NameTooLong {
+        path: path.to_path_buf(),
+        what,
+        len,
+        limit,
+    };
+    let name = path.file_name().map_or(0, |n| n.len());
+    let name_max = name_max(&parent_dir(path));
+    if name > name_max {
+        return Err(too_long("file name", name, name_max));
+    }
+    let longest = path.as_os_str().len();
+    if longest >= PATH_MAX {
+        return Err(too_long("path", longest, PATH_MAX - 1));
+    }
+    let temp = temp_dir(path).as_os_str().len() + 1 + TEMP_NAME_MAX;
+    if temp >= PATH_MAX {
+        return Err(too_long("temporary file's path", temp, PATH_MAX - 1));
+    }
+    Ok(())
+}
+
+/// The longest file name the filesystem of `dir` takes (`statvfs`'s `f_namemax`).
+fn name_max(dir: &Path) -> usize {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        if let Ok(dir) = std::ffi::CString::new(dir.as_os_str().as_bytes()) {
+            // SAFETY: a zeroed statvfs is a valid out-parameter; `dir` is NUL-terminated.
+            let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+            if unsafe { libc::statvfs(dir.as_ptr(), &mut stat) } == 0 && stat.f_namemax > 0 {
+                return usize::try_from(stat.f_namemax).unwrap_or(DEFAULT_NAME_MAX);
+            }
+        }
+    }
+    let _ = dir;
+    DEFAULT_NAME_MAX
+}
+
+/// What creating the file at the first write needs: its directory exists and we may create
+/// files in it (checked at open, so that a lazy log fails where an eager one would).
+fn check_writable_dir(path: &Path) -> Result<(), StoreError> {
+    let dir = parent_dir(path);
+    let io_err = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = fs::metadata(&dir).map_err(io_err)?;
+    if !meta.is_dir() {
+        return Err(io_err(io::Error::from_raw_os_error(libc::ENOTDIR)));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c_dir = std::ffi::CString::new(dir.as_os_str().as_bytes())
+            .map_err(|_| io_err(io::Error::from(io::ErrorKind::InvalidInput)))?;
+        // SAFETY: `c_dir` is NUL-terminated; faccessat only reads it.
+        let allowed = unsafe {
+            libc::faccessat(
+                libc::AT_FDCWD,
+                c_dir.as_ptr(),
+                libc::W_OK | libc::X_OK,
+                libc::AT_EACCESS,
+            )
+        } == 0;
+        if !allowed {
+            let error = io::Error::last_os_error();
+            // A libc or kernel without AT_EACCESS cannot tell: the first write will.
+            if !matches!(error.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) {
+                return Err(io_err(error));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The directory of `path` (`.` for a bare file name).
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Where the replacements of the log at `path` are written (see [`TEMP_DIR`]).
+fn temp_dir(path: &Path) -> PathBuf {
+    parent_dir(path).join(TEMP_DIR)
 }
 
 /// Reads, checks and repairs a log under its lock.
@@ -429,54 +707,72 @@ fn load_locked(path: &Path, file: &File) -> Result<Loaded, StoreError> {
     })
 }
 
-/// Writes header + `body` to `<name>.tmp-<pid>-<n>`, fsyncs it, renames it over `path`,
-/// fsyncs the directory, and opens the new file for appending. On error, also tells whether
-/// the rename was done.
+/// Writes header + `body` to `TEMP_DIR/<pid>-<n>.tmp` beside `path`, fsyncs it, renames it
+/// over `path`, fsyncs the directory, and opens the new file for appending. On error, also
+/// tells whether the rename was done. The temporary directory is removed once empty.
 fn replace_file(path: &Path, body: &[u8]) -> Result<File, (io::Error, bool)> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    name.push(format!(".tmp-{}-{n}", std::process::id()));
-    let tmp = path.with_file_name(name);
+    let (dir, tmp) = temp_path(path);
     let written = (|| {
-        let f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let f = create_temp(&dir, &tmp)?;
         let mut buf = Vec::with_capacity(HEADER.len() + body.len());
         buf.extend_from_slice(HEADER);
         buf.extend_from_slice(body);
-        write_all(&f, &buf, &tmp)?;
-        sync_file(&f, &tmp, true)?;
+        // Faults are planned by the log's path (see `faults`).
+        write_all(&f, &buf, path)?;
+        sync_file(&f, path, true)?;
         rename(&tmp, path)
     })();
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
+        let _ = fs::remove_dir(&dir);
         return Err((e, false));
     }
-    sync_dir(path).map_err(|e| (e, true))?;
+    // The temporary name need not be durable: if a power loss brings it back, it is a second
+    // link to the log's inode, and removing it (the next open does) leaves the log whole.
+    let synced = sync_dir(path).map_err(|e| (e, true));
+    let _ = fs::remove_dir(&dir);
+    synced?;
     open_append(path, false).map_err(|e| (e, true))
 }
 
-/// Removes the temporary files that a squash killed before its rename left behind: those
-/// named after `path` whose process is gone (a live process's are left alone).
+/// A new temporary file's name beside `path`: [`TEMP_DIR`] and `<pid>-<n>.tmp` in it.
+fn temp_path(path: &Path) -> (PathBuf, PathBuf) {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let dir = temp_dir(path);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!("{}-{n}.tmp", std::process::id()));
+    (dir, tmp)
+}
+
+/// Creates `tmp` in `dir`, creating `dir` if needed (again if another log removed it, empty,
+/// between our mkdir and our create).
+fn create_temp(dir: &Path, tmp: &Path) -> io::Result<File> {
+    let mut tries = 0;
+    loop {
+        match fs::create_dir(dir) {
+            Err(error) if error.kind() != io::ErrorKind::AlreadyExists => return Err(error),
+            _ => {}
+        }
+        match OpenOptions::new().write(true).create_new(true).open(tmp) {
+            Err(error) if error.kind() == io::ErrorKind::NotFound && tries < 3 => tries += 1,
+            created => return created,
+        }
+    }
+}
+
+/// Removes the temporary files that a replacement killed before its rename left behind: the
+/// entries of `TEMP_DIR` (beside `path`) named `<pid>-<n>.tmp` whose process is gone (a live
+/// process's are left alone, and nothing else is touched), then the directory if empty.
 fn remove_stale_temp_files(path: &Path) {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return;
-    };
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    let prefix = format!("{}.tmp-", name.to_string_lossy());
-    let Ok(entries) = fs::read_dir(dir) else {
+    let dir = temp_dir(path);
+    let Ok(entries) = fs::read_dir(&dir) else {
         return;
     };
     for entry in entries.flatten() {
-        let file_name = entry.file_name();
-        let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+        let Some(pid) = entry.file_name().to_str().and_then(temp_file_pid) else {
             continue;
         };
-        let pid = rest.split('-').next().and_then(|p| p.parse::<i32>().ok());
-        if pid.is_some_and(|pid| pid > 0 && !process_alive(pid)) {
+        if !process_alive(pid) {
             let stale = entry.path();
             match fs::remove_file(&stale) {
                 Ok(()) => tracing::info!(path = %stale.display(), "removed a stale temporary file"),
@@ -486,6 +782,17 @@ fn remove_stale_temp_files(path: &Path) {
             }
         }
     }
+    let _ = fs::remove_dir(&dir);
+}
+
+/// The process id in a temporary file's name `<pid>-<n>.tmp`, if `name` is exactly one.
+fn temp_file_pid(name: &str) -> Option<i32> {
+    let (pid, n) = name.strip_suffix(".tmp")?.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !(digits(pid) && digits(n)) {
+        return None;
+    }
+    pid.parse::<i32>().ok().filter(|pid| *pid > 0)
 }
 
 fn process_alive(pid: i32) -> bool {
@@ -494,8 +801,28 @@ fn process_alive(pid: i32) -> bool {
     sent || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
-fn merge<'a>(path: &Path, updates: impl Iterator<Item = &'a [u8]>) -> Result<Vec<u8>, StoreError> {
+/// What a squash writes: the state of a fresh document that applied `updates` (through
+/// [`guard::squash_updates`]), so that every edit's block merges with its neighbours and
+/// deleted content is collected, as the original (which applies them to a pycrdt `Doc`)
+/// does. Should the guard refuse them (a panic in yrs), the updates are merged as they are
+/// instead: nothing is lost, only less compacted.
+fn squash_updates<'a>(
+    path: &Path,
+    updates: impl Iterator<Item = &'a [u8]>,
+) -> Result<Vec<u8>, StoreError> {
     let updates: Vec<&[u8]> = updates.collect();
+    // Records passed the structural scan when read (or written): no size limit on top, a
+    // document may be as large as its file.
+    let limits = GuardLimits {
+        max_update_bytes: usize::MAX,
+        ..GuardLimits::default()
+    };
+    match guard::squash_updates(&updates, &limits) {
+        Ok(state) => return Ok(state),
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "cannot squash through a document: merging the records instead");
+        }
+    }
     let reason = match catch_unwind(|| yrs::merge_updates_v1(updates.iter().copied())) {
         Ok(Ok(merged)) => return Ok(merged),
         Ok(Err(e)) => e.to_string(),
@@ -576,7 +903,8 @@ fn rename(from: &Path, to: &Path) -> io::Result<()> {
 }
 
 /// Failures that tests inject into the log's writes, fsyncs and renames, by path prefix (a
-/// log's temporary files start with its path), so that concurrent tests do not meet.
+/// replacement's temporary file is written and fsynced under its log's path), so that
+/// concurrent tests do not meet.
 #[cfg(test)]
 pub(crate) mod faults {
     use std::io;
@@ -662,7 +990,7 @@ impl Drop for Flock<'_> {
 mod tests {
     use super::*;
     use yrs::updates::decoder::Decode;
-    use yrs::{Doc, GetString, Text, Transact};
+    use yrs::{Doc, GetString, ReadTxn, Text, Transact};
 
     /// `n` real text updates from one doc, and the text they build.
     fn text_updates(client: u64, n: usize, chunk: &str) -> (Vec<Vec<u8>>, String) {
@@ -1059,5 +1387,272 @@ mod tests {
         squashing.append(&refs(&updates)).unwrap();
         let (_, records, _) = FileLog::open(&path, false).unwrap();
         assert_eq!(apply(&records), expected);
+    }
+
+    /// A log file holding `updates` (header, then one checksummed record each).
+    fn write_log(path: &Path, updates: &[Vec<u8>]) -> Vec<u8> {
+        let data = [HEADER, &encode_records(&refs(updates))[..]].concat();
+        fs::write(path, &data).unwrap();
+        data
+    }
+
+    #[test]
+    fn opening_a_log_touches_no_other_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = i32::MAX;
+        assert!(!process_alive(dead));
+        let live = std::process::id();
+        // Every name 0.8.0's cleanup took for a killed squash's file of room `notes`, when
+        // run by any open of `notes`: room files, and names no room has.
+        let others = [
+            crate::persist::room_file_name(&format!("notes_updates.y.tmp-{dead}-0")).unwrap(),
+            crate::persist::room_file_name(&format!("notes_updates.y.tmp-{dead}-0-1")).unwrap(),
+            format!("notes_updates.y.tmp-{dead}-0"),
+            format!("{dead}-0.tmp"),
+        ];
+        let (updates, _) = text_updates(40, 2, "other");
+        let mut kept = Vec::new();
+        for name in &others {
+            kept.push((
+                dir.path().join(name),
+                write_log(&dir.path().join(name), &updates),
+            ));
+        }
+        // In the temporary directory, only a dead process's `<pid>-<n>.tmp` goes.
+        let temp = dir.path().join(TEMP_DIR);
+        fs::create_dir(&temp).unwrap();
+        let stale = format!("{dead}-7.tmp");
+        let left = [
+            format!("{live}-7.tmp"),
+            format!("{dead}-7.tmp.keep"),
+            format!("{dead}-x.tmp"),
+            "notes".to_owned(),
+        ];
+        for name in left.iter().chain([&stale]) {
+            fs::write(temp.join(name), b"?").unwrap();
+        }
+        let path = dir
+            .path()
+            .join(crate::persist::room_file_name("notes").unwrap());
+        let (mine, _) = text_updates(41, 3, "mine");
+        for squash in [false, true] {
+            let (mut log, _, _) = FileLog::open(&path, squash).unwrap();
+            log.append(&[&mine[0]]).unwrap();
+            let (mut lazy, _, _) = FileLog::open_lazy(&path, squash).unwrap();
+            lazy.append(&[&mine[1]]).unwrap();
+        }
+        FileLog::open(&path, true).unwrap();
+        for (other, bytes) in &kept {
+            assert_eq!(&fs::read(other).unwrap(), bytes, "{}", other.display());
+        }
+        let mut found: Vec<String> = fs::read_dir(&temp)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        found.sort();
+        let mut want = left.to_vec();
+        want.sort();
+        assert_eq!(found, want, "only the stale temporary file is removed");
+    }
+
+    /// Ids whose file names are 240 to 255 bytes: 0.8.0 named a squash's temporary file
+    /// `<name>.tmp-<pid>-<n>`, too long for any name over about 240 bytes.
+    #[test]
+    fn every_name_up_to_the_limit_is_written_squashed_and_repaired() {
+        let dir = tempfile::tempdir().unwrap();
+        let suffix = crate::persist::ROOM_FILE_SUFFIX.len();
+        for len in [240, 241, 250, 254, 255] {
+            let name = crate::persist::room_file_name(&"r".repeat(len - suffix)).unwrap();
+            assert_eq!(name.len(), len);
+            let path = dir.path().join(&name);
+            let (updates, expected) = text_updates(42, 4, "n");
+            // Squashed on every write.
+            let (mut log, _, _) = FileLog::open(&path, true).unwrap();
+            log.append(&[&updates[0]]).unwrap();
+            log.append(&refs(&updates[1..])).unwrap();
+            drop(log);
+            let (_, records, _) = FileLog::open(&path, false).unwrap();
+            assert_eq!(
+                (records.len(), apply(&records)),
+                (1, expected.clone()),
+                "{len}"
+            );
+            // Rewritten after a failed fsync.
+            let (mut log, _, _) = FileLog::open(&path, false).unwrap();
+            faults::inject(&path, faults::Op::Sync, 1, libc::EIO);
+            log.append(&[&updates[0]]).unwrap();
+            assert!(log.sync().is_err());
+            log.rewrite(&yrs::merge_updates_v1(&updates).unwrap())
+                .unwrap();
+            faults::clear(&path);
+            drop(log);
+            // Repaired: a hole rewritten away.
+            let torn = encode_records(&[&updates[1]]);
+            let mut data = [HEADER, &encode_records(&[&updates[0]])[..]].concat();
+            data.extend_from_slice(&torn[..torn.len() - 2]);
+            data.extend(encode_records(&refs(&updates[1..])));
+            fs::write(&path, &data).unwrap();
+            let (_, _, report) = FileLog::open(&path, false).unwrap();
+            assert_eq!(report.holes, 1);
+            let body = fs::read(&path).unwrap();
+            let parsed = parse_records(&body[HEADER.len()..]);
+            assert!(parsed.holes.is_empty(), "{len}: the hole is rewritten away");
+            assert_eq!(apply(&parsed.records), expected);
+        }
+        assert!(fs::read_dir(dir.path()).unwrap().all(|e| e
+            .unwrap()
+            .file_type()
+            .unwrap()
+            .is_file()));
+        // One byte more is refused before anything is created, naming the limit.
+        let id = "r".repeat(256 - suffix);
+        let error = crate::persist::room_file_name(&id).unwrap_err().to_string();
+        assert!(
+            error.contains("256 bytes") && error.contains("255"),
+            "{error}"
+        );
+        assert!(error.len() < 200, "the id is not copied whole: {error}");
+        let path = dir.path().join("r".repeat(256));
+        for lazy in [false, true] {
+            let opened = if lazy {
+                FileLog::open_lazy(&path, true)
+            } else {
+                FileLog::open(&path, true)
+            };
+            let error = opened.unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    StoreError::NameTooLong {
+                        len: 256,
+                        limit: 255,
+                        ..
+                    }
+                ),
+                "{error}"
+            );
+            assert_eq!(error.errno(), Some(libc::ENAMETOOLONG));
+        }
+    }
+
+    /// 200 one-character edits, each its own update, as a client sends them.
+    fn one_char_edits(n: usize) -> (Vec<Vec<u8>>, Vec<u8>) {
+        let doc = Doc::with_client_id(43);
+        let text = doc.get_or_insert_text("t");
+        let updates = (0..n)
+            .map(|i| {
+                let mut txn = doc.transact_mut();
+                let end = text.len(&txn);
+                text.insert(&mut txn, end, if i % 2 == 0 { "a" } else { "b" });
+                txn.encode_update_v1()
+            })
+            .collect();
+        let state = doc
+            .transact()
+            .encode_state_as_update_v1(&yrs::StateVector::default());
+        (updates, state)
+    }
+
+    #[test]
+    fn a_squash_writes_the_state_of_a_document_that_applied_the_records() {
+        let (dir, path) = tmp();
+        let (updates, state) = one_char_edits(200);
+        let (_, expected) = (0, apply(&updates));
+        // What another document re-encodes them to: one block, not 200.
+        let fresh = Doc::new();
+        fresh
+            .transact_mut()
+            .apply_update(Update::decode_v1(&yrs::merge_updates_v1(&updates).unwrap()).unwrap())
+            .unwrap();
+        let reencoded = fresh
+            .transact()
+            .encode_state_as_update_v1(&yrs::StateVector::default());
+        assert_eq!(reencoded.len(), state.len());
+        let want = [HEADER, &encode_records(&[&reencoded])[..]].concat();
+        // On open: 200 records.
+        write_log(&path, &updates);
+        let (_, records, _) = FileLog::open(&path, true).unwrap();
+        assert_eq!(records.len(), 200);
+        assert_eq!(fs::read(&path).unwrap(), want);
+        // One merged record (what 0.8.0 squashed to) shrinks too.
+        let merged = yrs::merge_updates_v1(&updates).unwrap();
+        assert!(
+            merged.len() > 4 * state.len(),
+            "{} vs {}",
+            merged.len(),
+            state.len()
+        );
+        write_log(&path, &[merged]);
+        FileLog::open(&path, true).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), want);
+        // A squashed file is left alone by the next open.
+        use std::os::unix::fs::MetadataExt;
+        let inode = fs::metadata(&path).unwrap().ino();
+        FileLog::open(&path, true).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().ino(), inode);
+        // On append: one edit at a time.
+        fs::remove_file(&path).unwrap();
+        let (mut log, _, _) = FileLog::open(&path, true).unwrap();
+        for update in &updates {
+            log.append(&[update]).unwrap();
+        }
+        drop(log);
+        assert_eq!(fs::read(&path).unwrap(), want);
+        let (_, records, _) = FileLog::open(&path, false).unwrap();
+        assert_eq!(apply(&records), expected);
+        assert!(
+            fs::read_dir(dir.path()).unwrap().count() == 1,
+            "no temporary left"
+        );
+    }
+
+    #[test]
+    fn a_squash_keeps_records_that_build_on_missing_ones() {
+        // Records 2 and 3 build on record 1, which is lost (a hole): a document keeps them
+        // pending, and the squash must keep them too.
+        let (_dir, path) = tmp();
+        let (updates, _) = text_updates(44, 4, "p");
+        write_log(
+            &path,
+            &[updates[0].clone(), updates[2].clone(), updates[3].clone()],
+        );
+        FileLog::open(&path, true).unwrap();
+        let (_, records, _) = FileLog::open(&path, false).unwrap();
+        assert_eq!(records.len(), 1);
+        let mut all = records;
+        all.push(updates[1].clone());
+        let (_, expected) = text_updates(44, 4, "p");
+        assert_eq!(
+            apply(&all),
+            expected,
+            "nothing of records 2 and 3 was dropped"
+        );
+    }
+
+    #[test]
+    fn a_lazy_log_creates_its_file_at_the_first_write_only() {
+        let (dir, path) = tmp();
+        for squash in [false, true] {
+            let (mut log, records, _) = FileLog::open_lazy(&path, squash).unwrap();
+            assert!(records.is_empty() && !log.exists() && log.is_empty());
+            log.sync().unwrap();
+            drop(log);
+            assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "no file");
+        }
+        let (updates, expected) = text_updates(45, 2, "z");
+        let (mut squashing, _, _) = FileLog::open_lazy(&path, true).unwrap();
+        let (mut plain, _, _) = FileLog::open_lazy(&path, false).unwrap();
+        plain.append(&[&updates[0]]).unwrap();
+        // The other log created the file meanwhile: its record is merged in, not dropped.
+        squashing.append(&[&updates[1]]).unwrap();
+        assert_one_record(&path);
+        let (_, records, _) = FileLog::open(&path, false).unwrap();
+        assert_eq!(apply(&records), expected);
+        // What opening can check without creating anything, it checks.
+        let missing = dir.path().join("no/such/dir/doc.y");
+        assert!(matches!(
+            FileLog::open_lazy(&missing, false),
+            Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound
+        ));
     }
 }

@@ -9,7 +9,10 @@
 //!   appending to the squashing log (merged with the new update);
 //! - `rewrite`: what a store does after an fsync failed: the whole document replaces the file;
 //! - `repair`: opening a file with a hole (a torn record followed by checksummed ones)
-//!   rewrites it without the hole.
+//!   rewrites it without the hole;
+//! - `create`, `create-squash`: a log opened lazily creates its file at the first append (the
+//!   header linked into place, then the record appended, or squashed in): no file, then an
+//!   empty log, then the record; never an empty or torn file.
 //!
 //! A process kill, not a power cut: what a killed process wrote is in the page cache, so this
 //! shows the order of the steps is right (never a moment with a truncated or half-written
@@ -22,15 +25,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 
 use wiredb_core::record::{encode_records, parse_records};
-use wiredb_core::store::FileLog;
+use wiredb_core::store::{FileLog, TEMP_DIR};
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, GetString, Text, Transact, Update};
 
 const HEADER: &[u8] = b"0.0.1\0";
 const CHILD: &str = "WIREDB_CRASH_CHILD";
 /// Every syscall that changes a file or a name, and the opens that create them.
-const KINDS: [&str; 10] = [
+const KINDS: [&str; 15] = [
     "openat",
+    "mkdir",
+    "mkdirat",
+    "rmdir",
+    "link",
+    "linkat",
     "write",
     "fsync",
     "fdatasync",
@@ -55,7 +63,7 @@ fn main() {
         println!("squash_crash_points: skipped, strace is not installed");
         return;
     }
-    for scenario in ["squash", "rewrite", "repair"] {
+    for scenario in ["squash", "rewrite", "repair", "create", "create-squash"] {
         let (killed, leftovers) = crash_at_every_step(scenario);
         let total: usize = killed.iter().map(|(_, n)| n).sum();
         let nonzero: Vec<_> = killed.iter().filter(|(_, n)| *n > 0).collect();
@@ -64,7 +72,7 @@ fn main() {
              or after; {leftovers} left a temporary file, removed by the next open"
         );
     }
-    println!("3 passed, 0 failed");
+    println!("5 passed, 0 failed");
 }
 
 /// The child: one scenario's replacement, on `dir/doc.y`.
@@ -86,6 +94,12 @@ fn child(scenario: &str, dir: &Path) {
         "repair" => {
             let (_, _, report) = FileLog::open(path, false).expect("open with a hole");
             assert_eq!(report.holes, 1);
+        }
+        "create" | "create-squash" => {
+            let squash = scenario == "create-squash";
+            let (mut log, _, _) = FileLog::open_lazy(path, squash).expect("open lazily");
+            log.append(&[&extra])
+                .expect("the first append creates the file");
         }
         other => panic!("unknown scenario {other}"),
     }
@@ -127,12 +141,21 @@ fn strict_state(path: &Path) -> Option<(usize, String)> {
     clean.then(|| (parsed.records.len(), text_of(&parsed.records)))
 }
 
+/// The temporary files of the logs in `dir` (in their own directory), and anything else
+/// that looks like one (the names 0.8.0 gave them).
 fn temp_files(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir)
-        .expect("readable dir")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.to_string_lossy().contains(".tmp-"))
-        .collect()
+    let entries = |dir: &Path| -> Vec<PathBuf> {
+        match std::fs::read_dir(dir) {
+            Ok(entries) => entries.map(|e| e.expect("entry").path()).collect(),
+            Err(_) => Vec::new(),
+        }
+    };
+    let mut found = entries(&dir.join(TEMP_DIR));
+    found.extend(entries(dir).into_iter().filter(|p| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().contains(".tmp"))
+    }));
+    found
 }
 
 fn run_child(scenario: &str, dir: &Path, kind: &str, when: u32) -> ExitStatus {
@@ -150,12 +173,13 @@ fn run_child(scenario: &str, dir: &Path, kind: &str, when: u32) -> ExitStatus {
         .expect("strace runs")
 }
 
-/// Tells whether a file's bytes are one of a scenario's states.
-type Check = Box<dyn Fn(&[u8]) -> bool>;
+/// Tells whether a file's bytes (`None`: no file) are one of a scenario's states.
+type Check = Box<dyn Fn(Option<&[u8]>) -> bool>;
 
-/// A scenario's starting file, and the file states a crash may leave: before and after.
+/// A scenario's starting file (`None`: none), and the file states a crash may leave: before
+/// and after.
 struct Scenario {
-    initial: Vec<u8>,
+    initial: Option<Vec<u8>>,
     is_before: Check,
     is_after: Check,
 }
@@ -178,12 +202,12 @@ fn scenario(name: &str, dir: &Path) -> Scenario {
             let (b, a) = (before.clone(), after.clone());
             let state_a = state.clone();
             Scenario {
-                initial: seeded,
+                initial: Some(seeded),
                 // The 4 records, or already squashed into one (the first squash, on open).
                 is_before: Box::new(
-                    move |d| matches!(state(d), Some((n, t)) if t == b && (n == 4 || n == 1)),
+                    move |d| matches!(d.and_then(&state), Some((n, t)) if t == b && (n == 4 || n == 1)),
                 ),
-                is_after: Box::new(move |d| matches!(state_a(d), Some((1, t)) if t == a)),
+                is_after: Box::new(move |d| matches!(d.and_then(&state_a), Some((1, t)) if t == a)),
             }
         }
         "repair" => {
@@ -194,9 +218,21 @@ fn scenario(name: &str, dir: &Path) -> Scenario {
             initial.extend(encode_records(&refs[1..]));
             let (start, repaired) = (initial.clone(), seeded);
             Scenario {
-                initial,
-                is_before: Box::new(move |d| d == start.as_slice()),
-                is_after: Box::new(move |d| d == repaired.as_slice()),
+                initial: Some(initial),
+                is_before: Box::new(move |d| d == Some(start.as_slice())),
+                is_after: Box::new(move |d| d == Some(repaired.as_slice())),
+            }
+        }
+        "create" | "create-squash" => {
+            // No file, or an empty log (the header only): never an empty or torn file.
+            let state_a = state.clone();
+            let tail = text_of(&[text_updates(2, &["+tail"]).remove(0)]);
+            Scenario {
+                initial: None,
+                is_before: Box::new(move |d| d.is_none() || d == Some(HEADER)),
+                is_after: Box::new(
+                    move |d| matches!(d.and_then(&state_a), Some((1, t)) if t == tail),
+                ),
             }
         }
         other => panic!("unknown scenario {other}"),
@@ -218,15 +254,26 @@ fn crash_at_every_step(name: &str) -> (Vec<(&'static str, usize)>, usize) {
         let mut kills = 0;
         for when in 1.. {
             assert!(when < 1000, "{name} {kind}: the child never finishes");
-            std::fs::write(&path, &scenario.initial).expect("reset");
+            match &scenario.initial {
+                Some(initial) => std::fs::write(&path, initial).expect("reset"),
+                None => match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => panic!("reset: {e}"),
+                    _ => {}
+                },
+            }
             for tmp in temp_files(&work) {
                 std::fs::remove_file(tmp).expect("remove temp");
             }
             let status = run_child(name, &work, kind, when);
-            let data = std::fs::read(&path).expect("the log exists");
+            let data = match std::fs::read(&path) {
+                Ok(data) => Some(data),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => panic!("read the log: {e}"),
+            };
+            let data = data.as_deref();
             if status.success() {
                 assert!(
-                    (scenario.is_after)(&data),
+                    (scenario.is_after)(data),
                     "{name} {kind}: a finished replacement"
                 );
                 assert!(temp_files(&work).is_empty());
@@ -239,11 +286,11 @@ fn crash_at_every_step(name: &str) -> (Vec<(&'static str, usize)>, usize) {
             );
             kills += 1;
             leftovers += usize::from(!temp_files(&work).is_empty());
-            if (scenario.is_after)(&data) {
+            if (scenario.is_after)(data) {
                 seen_after = true;
             } else {
                 assert!(
-                    (scenario.is_before)(&data),
+                    (scenario.is_before)(data),
                     "{name} {kind} #{when}: neither the state before nor after"
                 );
             }
@@ -256,8 +303,9 @@ fn crash_at_every_step(name: &str) -> (Vec<(&'static str, usize)>, usize) {
         }
         killed.push((kind, kills));
     }
+    // (A plain creation's last step is its record's write: nothing comes after it.)
     assert!(
-        seen_after,
+        seen_after || name == "create",
         "{name}: some crash points come after the rename"
     );
     let total: usize = killed.iter().map(|(_, n)| n).sum();

@@ -42,9 +42,21 @@ pub fn persist_error(error: &PersistError) -> PyErr {
             path.to_string_lossy().into_owned(),
         )),
         PersistError::IdTooLong { .. } => PyValueError::new_err(error.to_string()),
+        PersistError::Store(StoreError::NameTooLong { path, .. }) => PyOSError::new_err((
+            error_errno(error),
+            error.to_string(),
+            path.to_string_lossy().into_owned(),
+        )),
         PersistError::Store(_) | PersistError::Crashed { .. } => {
             PyRuntimeError::new_err(error.to_string())
         }
+    }
+}
+
+fn error_errno(error: &PersistError) -> i32 {
+    match error {
+        PersistError::Store(error) => error.errno().unwrap_or(0),
+        _ => 0,
     }
 }
 

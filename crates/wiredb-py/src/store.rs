@@ -1,5 +1,6 @@
 //! `FileStore`: a room core persisted to a file natively (see `wiredb_core::persist`), driven
-//! from Python. Loading and writing run on tokio's blocking pool; Python learns of progress
+//! from Python. Loading and writing run on tokio's blocking pool (at most
+//! `persist::MAX_FILE_JOBS` jobs at once in the process); Python learns of progress
 //! through the store's eventfd (`fd`, then `poll()`), or blocks in `wait()` without the GIL.
 
 use std::sync::Arc;
@@ -23,8 +24,10 @@ pub struct FileStore {
 impl FileStore {
     /// Starts persisting `room` to `path`: the file is loaded into the room, then every update
     /// the room applies is appended. Returns at once; `poll()` tells when it is open.
+    /// With `create_lazily`, a missing file is created at the first write, not now (a room
+    /// that is never edited leaves no file).
     #[new]
-    #[pyo3(signature = (room, path, write_delay = 0.0, squash = false, create_dirs = false, fsync = "flush"))]
+    #[pyo3(signature = (room, path, write_delay = 0.0, squash = false, create_dirs = false, fsync = "flush", create_lazily = false))]
     fn new(
         room: &RoomCore,
         path: std::path::PathBuf,
@@ -32,6 +35,7 @@ impl FileStore {
         squash: bool,
         create_dirs: bool,
         fsync: &str,
+        create_lazily: bool,
     ) -> PyResult<Self> {
         if !(write_delay >= 0.0 && write_delay.is_finite()) {
             return Err(pyo3::exceptions::PyValueError::new_err(format!(
@@ -49,6 +53,7 @@ impl FileStore {
             write_delay: Duration::from_secs_f64(write_delay),
             squash,
             create_dirs,
+            create_lazily,
             fsync,
             ..StoreConfig::default()
         };
