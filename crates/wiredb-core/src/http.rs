@@ -25,15 +25,17 @@ pub enum Head {
 /// Reads from `stream` until the end of a request head (or `MAX_HEAD_BYTES`); returns every
 /// byte read, or None if the peer closed first.
 pub async fn read_head(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
+    // Read into the buffer itself: a stack buffer would be part of every connection's
+    // opening future.
     let mut head = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 2048];
     loop {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(None);
+        if head.len() == head.capacity() {
+            head.reserve(1024);
         }
         let searched_from = head.len().saturating_sub(3);
-        head.extend_from_slice(&chunk[..n]);
+        if stream.read_buf(&mut head).await? == 0 {
+            return Ok(None);
+        }
         if head[searched_from..].windows(4).any(|w| w == b"\r\n\r\n")
             || head.len() >= MAX_HEAD_BYTES
         {
