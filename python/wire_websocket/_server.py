@@ -12,6 +12,7 @@ from wiredb import AsyncServer, Room
 from wiredb._wiredb import RoomRegistry, WebSocketServer
 
 from ._auth import CLOSED_BY_SERVER, Authorize, Connection, check_close, serve_authorizations
+from ._token import check_secret
 
 #: How long leaving the server's context waits for connections to close.
 STOP_TIMEOUT = 10.0
@@ -85,7 +86,8 @@ class AsyncWebSocketServer(AsyncServer):
                 opened: given a `Request`, returns `Allow()`, `ReadOnly()` or `Deny(code,
                 reason)` (an async function; a plain one works too).
             token_secret: Verify signed tokens (`mint_token`) natively; a connection then needs
-                a valid one, or goes to `authorize` if there is one (at least 16 bytes).
+                a valid one, or goes to `authorize` if there is one. At least 16 bytes: an
+                empty or shorter one raises ValueError here (None serves without tokens).
             allowed_origins: Browser origins allowed (`https://app.example`); another
                 `Origin` header is refused with HTTP 403. None: any.
             auth_timeout: Seconds a connection may wait for its decision (the hook is cancelled
@@ -103,7 +105,11 @@ class AsyncWebSocketServer(AsyncServer):
             max_awareness_per_second=max_awareness_per_second,
             max_waiting_bytes=max_waiting_bytes,
         )
-        secret = token_secret.encode() if isinstance(token_secret, str) else token_secret
+        # Checked here, not when entering: a bad secret is a configuration error.
+        secret = None if token_secret is None else check_secret(token_secret)
+        if isinstance(allowed_origins, str | bytes):
+            # A single string would be read as one origin per character.
+            raise TypeError("allowed_origins is a list of origins, not one string")
         origins = None if allowed_origins is None else list(allowed_origins)
         if auth_timeout <= 0:
             raise ValueError("auth_timeout must be positive")

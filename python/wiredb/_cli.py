@@ -111,10 +111,25 @@ async def serve(
     log.info("wiredb stopped")
 
 
+def secret_from_environment(command: str) -> str | None:
+    """The token secret of the environment: None if the variable is not set at all. Set but
+    empty or too short is a mistake, not a wish to run open: the command exits saying so."""
+    from wiredb._wiredb import MIN_SECRET_BYTES
+
+    secret = os.environ.get(SECRET_ENV)
+    if secret is not None and len(secret.encode()) < MIN_SECRET_BYTES:
+        what = "empty" if not secret else f"{len(secret.encode())} bytes long"
+        sys.exit(
+            f"wiredb {command}: {SECRET_ENV} is {what}; a token secret must be at least "
+            f"{MIN_SECRET_BYTES} bytes (unset the variable to serve without tokens)"
+        )
+    return secret
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    secret = os.environ.get(SECRET_ENV) or None
+    secret = secret_from_environment(args.command)
     if args.command == "serve":
         directory = None if args.no_persist else args.directory
         anyio.run(

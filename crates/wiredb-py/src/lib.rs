@@ -33,6 +33,7 @@ fn _wiredb(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(order::update_fits, m)?)?;
     m.add_function(wrap_pyfunction!(token::mint_token, m)?)?;
     m.add_function(wrap_pyfunction!(token::verify_token, m)?)?;
+    m.add("MIN_SECRET_BYTES", wiredb_core::token::MIN_SECRET_BYTES)?;
     m.add_class::<store::FileStore>()?;
     m.add_class::<store::StoreState>()?;
     m.add_function(wrap_pyfunction!(store::room_file_name, m)?)?;

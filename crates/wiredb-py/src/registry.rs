@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use wiredb_core::queue::{FrameQueue, QueueLimits};
+use wiredb_core::queue::{CloseReason, FrameQueue, QueueLimits};
 use wiredb_core::registry::{Lease, Registry, RegistryError, RoomHooks};
 use wiredb_core::room::RoomLimits;
 use wiredb_core::runtime::runtime;
@@ -107,9 +107,31 @@ impl RoomRegistry {
     }
 
     /// The room asked for by an "open" event is ready: its waiting peers join it now.
-    fn opened(&self, py: Python<'_>, id: &str, room: &RoomCore) {
-        let core = room.core.clone();
+    fn opened(&self, py: Python<'_>, id: &str, room: &RoomCore) -> PyResult<()> {
+        let core = room.core()?;
         py.detach(|| self.registry.opened(id, core));
+        Ok(())
+    }
+
+    /// The room `id` (`room`) failed: it is forgotten (the next join opens a fresh one) and
+    /// its peers are closed with `code` and `reason`, as is any that was just joining it.
+    /// Returns how many peers it closed.
+    fn failed(
+        &self,
+        py: Python<'_>,
+        id: &str,
+        room: &RoomCore,
+        code: u16,
+        reason: String,
+    ) -> usize {
+        let Ok(core) = room.core() else {
+            return 0;
+        };
+        py.detach(|| {
+            // Forgotten first: no new join finds the failed room after its peers are closed.
+            self.registry.failed(id, &core);
+            core.close_peers(CloseReason::new(code, reason))
+        })
     }
 
     fn open_failed(&self, py: Python<'_>, id: &str, reason: &str) {

@@ -52,7 +52,7 @@ impl FileStore {
             fsync,
             ..StoreConfig::default()
         };
-        let store = RoomStore::attach(room.core.clone(), path, config, Some(Waker::Fd(fd.clone())));
+        let store = RoomStore::attach(room.core()?, path, config, Some(Waker::Fd(fd.clone())));
         Ok(FileStore { store, fd })
     }
 
@@ -82,7 +82,13 @@ impl FileStore {
     /// The current status; makes `fd` unreadable until the next change.
     fn poll(&self) -> StoreState {
         self.fd.clear();
-        StoreState(self.store.status())
+        let status = self.store.status();
+        if matches!(status.phase, Phase::Closed | Phase::Failed) {
+            // Final: nothing will wake the fd again. Closed now, not when a Python object
+            // caught in a reference cycle is collected (then `fd` is -1 and `wait` returns).
+            self.fd.close();
+        }
+        StoreState(status)
     }
 
     /// Asks for everything the room applied so far to be written at once, and with `durable`
