@@ -9,7 +9,7 @@ from types import TracebackType
 from anyio import create_task_group, move_on_after
 
 from wiredb import AsyncServer, Room
-from wiredb._wiredb import RoomRegistry, WebSocketServer
+from wiredb._wiredb import RoomRegistry, WebSocketServer, set_memory_limit
 
 from ._auth import CLOSED_BY_SERVER, Authorize, Connection, check_close, serve_authorizations
 from ._token import check_secret
@@ -63,6 +63,7 @@ class AsyncWebSocketServer(AsyncServer):
         auth_timeout: float = 10.0,
         max_pending_messages: int = 64,
         max_pending_bytes: int = 1 << 20,
+        memory_limit: int | None = None,
     ) -> None:
         """
         Args:
@@ -95,8 +96,14 @@ class AsyncWebSocketServer(AsyncServer):
             max_pending_messages: Messages a connection may send before it is decided (kept,
                 then handled once let in); past it, it is closed with 1008.
             max_pending_bytes: The same, in bytes.
+            memory_limit: The process-wide limit, in bytes, of what peers may make wiredb hold
+                (messages being read, documents by their cost in memory, awareness states,
+                frames queued for members; default 1 GiB). A connection that would pass it is
+                closed with 1013. It applies to every server of the process.
         """
         super().__init__(room_factory)
+        if memory_limit is not None:
+            set_memory_limit(memory_limit)
         self._host = host
         self._requested_port = port
         self._native_registry: Callable[[], RoomRegistry] = lambda: RoomRegistry(

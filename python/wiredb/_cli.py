@@ -55,6 +55,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="ORIGIN",
         help="a browser origin allowed to connect (repeat for more; default: any)",
     )
+    serve.add_argument(
+        "--memory-limit",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="what clients may make the server hold, in bytes (default: 1 GiB); a connection "
+        "that would pass it is closed with 1013",
+    )
     serve.epilog = (
         f"With {SECRET_ENV} set, every client needs a token signed with it (see `wiredb token`)."
     )
@@ -78,6 +86,7 @@ async def serve(
     fsync: Literal["none", "flush", "always"] = "flush",
     token_secret: str | None = None,
     allowed_origins: list[str] | None = None,
+    memory_limit: int | None = None,
 ) -> None:
     """Serves until SIGINT or SIGTERM; rooms persisted under `directory` unless it is None."""
     from wire_file import file_room_factory
@@ -101,6 +110,7 @@ async def serve(
             port=port,
             token_secret=token_secret,
             allowed_origins=allowed_origins,
+            memory_limit=memory_limit,
         ) as server:
             log.info("wiredb listening on ws://%s:%d, rooms %s", host, server.port, where)
             if token_secret is not None:
@@ -141,6 +151,7 @@ def main(argv: list[str] | None = None) -> None:
             args.fsync,
             secret,
             args.allowed_origins,
+            args.memory_limit,
         )
     elif args.command == "token":
         from wire_websocket import mint_token

@@ -255,6 +255,13 @@ def update_fits(update: bytes, state_vector: bytes) -> bool:
     """Whether `update` integrates into a document at `state_vector` without a gap in any
     client's clocks (raises ValueError for bytes the guard refuses)."""
 
+def set_memory_limit(limit: int) -> None:
+    """Sets the process-wide limit of what peers may make wiredb hold, in bytes (ValueError
+    for 0)."""
+
+def memory_usage() -> tuple[int, int]:
+    """(bytes held for peers now, the limit)."""
+
 def frame_token(token: str) -> bytes:
     """An auth message carrying an access token (a connection's first frame)."""
 

@@ -9,9 +9,44 @@ use std::collections::HashMap;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::protocol::{write_buf, write_varuint, DecodeError, Reader};
+use crate::budget::Memory;
+use crate::protocol::{write_buf, write_varuint, DecodeError, Message, Reader};
 
 pub type MemberId = u64;
+
+/// What one connection and one room may hold. A y-websocket client has one client id; a
+/// connection that brings many is a relay or an attack, and every id is kept until it leaves.
+#[derive(Debug, Clone, Copy)]
+pub struct AwarenessLimits {
+    /// Largest state (one client's JSON) relayed; larger ones are dropped.
+    pub max_state_bytes: usize,
+    /// Client ids one member may own.
+    pub max_clients_per_member: usize,
+    /// Client ids a room holds.
+    pub max_clients: usize,
+}
+
+impl Default for AwarenessLimits {
+    fn default() -> Self {
+        AwarenessLimits {
+            max_state_bytes: 64 << 10,
+            max_clients_per_member: 8,
+            max_clients: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AwarenessError {
+    #[error("malformed awareness update: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("more than {limit} awareness client ids for one connection")]
+    TooManyClients { limit: usize },
+    #[error("the room holds {limit} awareness client ids already")]
+    RoomFull { limit: usize },
+    #[error("the server's memory limit is reached")]
+    OverBudget,
+}
 
 const NULL_STATE: &[u8] = b"null";
 
@@ -25,6 +60,12 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct AwarenessTable {
     entries: HashMap<u64, Entry>,
+    /// Client ids each member owns.
+    owned: HashMap<MemberId, usize>,
+    /// Bytes of the states held, charged to the process memory.
+    bytes: usize,
+    /// The snapshot as a frame, until the table changes: a joiner or a query costs a clone.
+    snapshot: Option<Option<Bytes>>,
 }
 
 /// One decoded entry of an awareness update.
@@ -70,20 +111,23 @@ pub fn encode_update<'a>(entries: impl IntoIterator<Item = (u64, u64, &'a [u8])>
 impl AwarenessTable {
     /// Applies an update from `member`; returns the accepted entries re-encoded (to relay), or
     /// None when nothing changed. An id already owned by another live member is not accepted,
-    /// nor is a state larger than `max_state_bytes`.
+    /// nor is a state larger than the limit. A member past its share of ids, or a room past
+    /// its own, is an error: what it sent up to there is applied.
     pub fn apply(
         &mut self,
         member: MemberId,
         payload: &Bytes,
-        max_state_bytes: usize,
-    ) -> Result<Option<Bytes>, DecodeError> {
+        limits: &AwarenessLimits,
+    ) -> Result<Option<Bytes>, AwarenessError> {
         let mut accepted = Vec::new();
+        let mut failed = None;
         for entry in decode_update(payload)? {
-            if entry.state.len() > max_state_bytes {
+            if entry.state.len() > limits.max_state_bytes {
                 continue;
             }
             let is_null = entry.state.as_ref() == NULL_STATE;
-            let take = match self.entries.get(&entry.client) {
+            let current = self.entries.get(&entry.client);
+            let take = match current {
                 None => true,
                 Some(current) if current.owner != member && current.state != NULL_STATE => false,
                 Some(current) => {
@@ -91,29 +135,77 @@ impl AwarenessTable {
                         || (entry.clock == current.clock && is_null && current.state != NULL_STATE)
                 }
             };
-            if take {
-                self.entries.insert(
-                    entry.client,
-                    Entry {
-                        clock: entry.clock,
-                        state: entry.state.clone(),
-                        owner: member,
-                    },
-                );
-                accepted.push(entry);
+            if !take {
+                continue;
             }
+            let previous = current.map(|c| (c.owner, c.state.len()));
+            if previous.map(|(owner, _)| owner) != Some(member) {
+                if self.owned.get(&member).copied().unwrap_or(0) >= limits.max_clients_per_member {
+                    failed = Some(AwarenessError::TooManyClients {
+                        limit: limits.max_clients_per_member,
+                    });
+                    break;
+                }
+                if previous.is_none() && self.entries.len() >= limits.max_clients {
+                    failed = Some(AwarenessError::RoomFull {
+                        limit: limits.max_clients,
+                    });
+                    break;
+                }
+            }
+            let old_len = previous.map_or(0, |(_, len)| len);
+            if entry.state.len() > old_len
+                && !Memory::process().try_charge(entry.state.len() - old_len)
+            {
+                failed = Some(AwarenessError::OverBudget);
+                break;
+            }
+            if entry.state.len() < old_len {
+                Memory::process().release(old_len - entry.state.len());
+            }
+            self.bytes = self.bytes + entry.state.len() - old_len;
+            if let Some((owner, _)) = previous.filter(|(owner, _)| *owner != member) {
+                self.disown(owner);
+            }
+            if previous.map(|(owner, _)| owner) != Some(member) {
+                *self.owned.entry(member).or_default() += 1;
+            }
+            self.entries.insert(
+                entry.client,
+                Entry {
+                    clock: entry.clock,
+                    state: entry.state.clone(),
+                    owner: member,
+                },
+            );
+            accepted.push(entry);
         }
-        if accepted.is_empty() {
-            return Ok(None);
+        let relay = if accepted.is_empty() {
+            None
+        } else {
+            self.snapshot = None;
+            Some(encode_update(
+                accepted
+                    .iter()
+                    .map(|e| (e.client, e.clock, e.state.as_ref())),
+            ))
+        };
+        match failed {
+            Some(error) => Err(error),
+            None => Ok(relay),
         }
-        Ok(Some(encode_update(
-            accepted
-                .iter()
-                .map(|e| (e.client, e.clock, e.state.as_ref())),
-        )))
     }
 
-    /// Every live (non-null) state, for a joiner or a query; None when there are none.
+    fn disown(&mut self, owner: MemberId) {
+        if let Some(count) = self.owned.get_mut(&owner) {
+            *count -= 1;
+            if *count == 0 {
+                self.owned.remove(&owner);
+            }
+        }
+    }
+
+    /// Every live (non-null) state; None when there are none.
     pub fn snapshot(&self) -> Option<Bytes> {
         let live: Vec<_> = self
             .entries
@@ -128,13 +220,31 @@ impl AwarenessTable {
         }
     }
 
+    /// The snapshot as an awareness message, for a joiner or a query: encoded once per change
+    /// of the table, and shared.
+    pub fn snapshot_frame(&mut self) -> Option<Bytes> {
+        if let Some(frame) = &self.snapshot {
+            return frame.clone();
+        }
+        let frame = self
+            .snapshot()
+            .map(|snapshot| Message::Awareness(snapshot).encode());
+        self.snapshot = Some(frame.clone());
+        frame
+    }
+
     /// Removes the states owned by a leaving member; returns the removal to broadcast.
     pub fn remove_member(&mut self, member: MemberId) -> Option<Bytes> {
+        // A member that owns no id has nothing to remove.
+        self.owned.remove(&member)?;
+        self.snapshot = None;
         let mut removed = Vec::new();
+        let mut freed = 0;
         self.entries.retain(|client, entry| {
             if entry.owner != member {
                 return true;
             }
+            freed += entry.state.len();
             // Removed at the same clock, as y-protocols' server does: peers take a null state
             // at an equal clock as a removal, and the client's next renewal (clock + 1) is
             // then accepted again, should it come back on another connection.
@@ -143,6 +253,8 @@ impl AwarenessTable {
             }
             false
         });
+        self.bytes -= freed;
+        Memory::process().release(freed);
         if removed.is_empty() {
             None
         } else {
@@ -158,8 +270,19 @@ impl AwarenessTable {
         self.entries.len()
     }
 
+    /// Bytes of the states held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+impl Drop for AwarenessTable {
+    fn drop(&mut self) {
+        Memory::process().release(self.bytes);
     }
 }
 
@@ -175,17 +298,29 @@ mod tests {
     fn newer_clocks_win_and_are_relayed() {
         let mut table = AwarenessTable::default();
         let relay = table
-            .apply(1, &update(&[(10, 1, "{\"a\":1}")]), 1 << 16)
+            .apply(
+                1,
+                &update(&[(10, 1, "{\"a\":1}")]),
+                &AwarenessLimits::default(),
+            )
             .unwrap();
         assert_eq!(relay, Some(update(&[(10, 1, "{\"a\":1}")])));
         assert_eq!(
             table
-                .apply(1, &update(&[(10, 1, "{\"a\":2}")]), 1 << 16)
+                .apply(
+                    1,
+                    &update(&[(10, 1, "{\"a\":2}")]),
+                    &AwarenessLimits::default()
+                )
                 .unwrap(),
             None
         );
         assert!(table
-            .apply(1, &update(&[(10, 2, "{\"a\":2}")]), 1 << 16)
+            .apply(
+                1,
+                &update(&[(10, 2, "{\"a\":2}")]),
+                &AwarenessLimits::default()
+            )
             .unwrap()
             .is_some());
     }
@@ -193,10 +328,12 @@ mod tests {
     #[test]
     fn another_member_cannot_overwrite_or_remove_a_state() {
         let mut table = AwarenessTable::default();
-        table.apply(1, &update(&[(10, 1, "{}")]), 1 << 16).unwrap();
+        table
+            .apply(1, &update(&[(10, 1, "{}")]), &AwarenessLimits::default())
+            .unwrap();
         assert_eq!(
             table
-                .apply(2, &update(&[(10, 5, "null")]), 1 << 16)
+                .apply(2, &update(&[(10, 5, "null")]), &AwarenessLimits::default())
                 .unwrap(),
             None
         );
@@ -206,11 +343,67 @@ mod tests {
     #[test]
     fn a_leaver_s_states_are_removed_at_their_clock() {
         let mut table = AwarenessTable::default();
-        table.apply(1, &update(&[(10, 3, "{}")]), 1 << 16).unwrap();
-        table.apply(2, &update(&[(20, 1, "{}")]), 1 << 16).unwrap();
+        table
+            .apply(1, &update(&[(10, 3, "{}")]), &AwarenessLimits::default())
+            .unwrap();
+        table
+            .apply(2, &update(&[(20, 1, "{}")]), &AwarenessLimits::default())
+            .unwrap();
         assert_eq!(table.remove_member(1), Some(update(&[(10, 3, "null")])));
         assert_eq!(table.snapshot(), Some(update(&[(20, 1, "{}")])));
         assert_eq!(table.remove_member(1), None);
+    }
+
+    #[test]
+    fn a_member_may_own_only_so_many_ids_and_a_room_so_many() {
+        let limits = AwarenessLimits {
+            max_clients_per_member: 2,
+            max_clients: 3,
+            ..AwarenessLimits::default()
+        };
+        let mut table = AwarenessTable::default();
+        let many = update(&[(1, 1, "{}"), (2, 1, "{}"), (3, 1, "{}")]);
+        assert_eq!(
+            table.apply(1, &many, &limits),
+            Err(AwarenessError::TooManyClients { limit: 2 })
+        );
+        assert_eq!(table.len(), 2);
+        // Renewing its own ids is always fine.
+        assert!(table
+            .apply(1, &update(&[(1, 2, "{}")]), &limits)
+            .unwrap()
+            .is_some());
+        table.apply(2, &update(&[(4, 1, "{}")]), &limits).unwrap();
+        assert_eq!(
+            table.apply(3, &update(&[(5, 1, "{}")]), &limits),
+            Err(AwarenessError::RoomFull { limit: 3 })
+        );
+        // A leaver's ids count no more.
+        table.remove_member(1);
+        assert!(table
+            .apply(3, &update(&[(5, 1, "{}")]), &limits)
+            .unwrap()
+            .is_some());
+    }
+
+    #[test]
+    fn the_snapshot_is_encoded_again_only_after_a_change() {
+        let mut table = AwarenessTable::default();
+        table
+            .apply(1, &update(&[(10, 1, "{}")]), &AwarenessLimits::default())
+            .unwrap();
+        let first = table.snapshot_frame().unwrap();
+        // The same allocation: not rebuilt.
+        assert_eq!(table.snapshot_frame().unwrap().as_ptr(), first.as_ptr());
+        table
+            .apply(
+                1,
+                &update(&[(10, 2, "{\"a\":1}")]),
+                &AwarenessLimits::default(),
+            )
+            .unwrap();
+        let again = Message::Awareness(update(&[(10, 2, "{\"a\":1}")])).encode();
+        assert_eq!(table.snapshot_frame(), Some(again));
     }
 
     #[test]

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use crate::awareness::AwarenessTable;
+use crate::awareness::{AwarenessLimits, AwarenessTable};
+use crate::budget::Memory;
 use crate::protocol::{decode_frame, Message};
 use crate::queue::{FrameQueue, QueueLimits};
 use crate::room::{JoinKind, RoomCore, RoomLimits};
@@ -75,14 +76,23 @@ pub fn room(data: &[u8]) {
         .expect("a joiner's sync step 1 is answered");
     let _ = room.resync_frames();
     let _ = room.encode_state_as_update();
+    // The budget holds whatever came in: the document within its quota (counted in memory),
+    // the process within its limit.
+    assert!(room.document_cost() <= RoomLimits::default().max_document_bytes);
+    let memory = Memory::process();
+    assert!(memory.used() <= memory.limit());
 }
 
 /// The awareness table takes any update without panicking and stays consistent.
 pub fn awareness(data: &[u8]) {
     let mut table = AwarenessTable::default();
     let payload = Bytes::copy_from_slice(data);
-    let _ = table.apply(1, &payload, 1 << 16);
-    let _ = table.apply(2, &payload, 1 << 16);
+    let limits = AwarenessLimits::default();
+    let _ = table.apply(1, &payload, &limits);
+    let _ = table.apply(2, &payload, &limits);
+    // The budget: no member past its share of ids, no state past its size.
+    assert!(table.len() <= 2 * limits.max_clients_per_member);
+    assert!(table.bytes() <= table.len() * limits.max_state_bytes);
     if let Some(snapshot) = table.snapshot() {
         crate::awareness::decode_update(&snapshot).expect("a snapshot decodes");
     }

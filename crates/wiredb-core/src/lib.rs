@@ -3,8 +3,9 @@
 //!
 //! - [`protocol`]: the y-websocket wire format;
 //! - [`guard`]: the only path from untrusted bytes to a yrs document;
-//! - [`room`], [`awareness`], [`registry`]: rooms and their members;
-//! - [`server`], [`client`]: the WebSocket wire;
+//! - [`room`], [`awareness`], [`waiting`], [`registry`]: rooms and their members;
+//! - [`budget`]: what peers may make the process hold, and the work they may cause;
+//! - [`server`], [`client`]: the WebSocket wire ([`http`]: plain HTTP on the server's port);
 //! - [`auth`], [`token`], [`connections`]: who may connect, signed tokens, a server's live
 //!   connections (kick, read-only);
 //! - [`record`], [`store`], [`persist`]: the file wire's records (with checksums), its log, and
@@ -14,10 +15,12 @@
 
 pub mod auth;
 pub mod awareness;
+pub mod budget;
 pub mod client;
 pub mod connections;
 pub mod fuzz;
 pub mod guard;
+pub mod http;
 pub mod persist;
 pub mod pipe;
 pub mod protocol;
@@ -32,4 +35,5 @@ pub mod socket;
 pub mod store;
 pub mod sync;
 pub mod token;
+pub mod waiting;
 pub mod wake;

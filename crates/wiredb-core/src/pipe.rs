@@ -242,7 +242,7 @@ async fn serve_peer(
             Ok(Some(frame)) => {
                 if let Err(error) = core.handle_frame(member, &frame) {
                     tracing::warn!(room = %id, %error, "ending pipe member");
-                    break CloseReason::new(1007, "invalid update");
+                    break error.close_reason();
                 }
             }
             Ok(None) => break CloseReason::normal(),

@@ -116,23 +116,43 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decodes every message of a frame. An unknown top-level type ends the frame (its layout is
-/// unknown), and is returned so the caller can ignore it.
+/// The messages of a frame, decoded one at a time: a frame of a million one-byte messages
+/// costs one `Message` at a time, not a vector 48 times its size. An error ends the iteration,
+/// as does an unknown top-level type (its layout is unknown; it is yielded so the caller can
+/// ignore it).
+pub fn messages(frame: &Bytes) -> Messages<'_> {
+    Messages {
+        reader: Reader::new(frame),
+        done: false,
+    }
+}
+
+/// Iterator of [`messages`].
+pub struct Messages<'a> {
+    reader: Reader<'a>,
+    done: bool,
+}
+
+impl Iterator for Messages<'_> {
+    type Item = Result<Message, DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done || self.reader.is_empty() {
+            return None;
+        }
+        let message = decode_message(&mut self.reader);
+        self.done = matches!(message, Err(_) | Ok(Message::Unknown(_)));
+        Some(message)
+    }
+}
+
+/// Decodes every message of a frame into a vector: for frames this process encoded itself
+/// (tests, the load generator). Untrusted frames go through [`messages`].
 pub fn decode_frame(frame: &Bytes) -> Result<Vec<Message>, DecodeError> {
     if frame.is_empty() {
         return Err(DecodeError::Empty);
     }
-    let mut reader = Reader::new(frame);
-    let mut messages = Vec::with_capacity(1);
-    while !reader.is_empty() {
-        let message = decode_message(&mut reader)?;
-        let stop = matches!(message, Message::Unknown(_));
-        messages.push(message);
-        if stop {
-            break;
-        }
-    }
-    Ok(messages)
+    messages(frame).collect()
 }
 
 fn decode_message(reader: &mut Reader<'_>) -> Result<Message, DecodeError> {

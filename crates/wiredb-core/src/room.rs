@@ -3,9 +3,13 @@
 //! Members are queues. An update from one member is applied once, encoded once, and the same
 //! `Bytes` go to every other member, never back to the sender. No await and no I/O happens
 //! under the room's lock, so any thread (a tokio worker, a Python thread) may call in.
+//!
+//! What a member makes the room hold is charged to the process's [`Memory`] (the document by
+//! its cost in memory, awareness states, the frames queued for members), and the time its
+//! frames keep the room busy to its own and the room's [`Work`]: past either, it is refused.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -13,11 +17,12 @@ use bytes::Bytes;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, ReadTxn, StateVector, Transact};
 
-use crate::awareness::{AwarenessTable, MemberId};
+use crate::awareness::{AwarenessError, AwarenessLimits, AwarenessTable, MemberId};
+use crate::budget::{self, Memory, Work, WorkLimits};
 use crate::guard::{self, GuardError, GuardLimits};
-use crate::protocol::{decode_frame, DecodeError, Message};
+use crate::protocol::{messages, DecodeError, Message};
 use crate::queue::{CloseReason, FrameQueue, Pushed};
-use crate::scan::ScanReport;
+use crate::waiting::WaitingSet;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RoomError {
@@ -27,26 +32,66 @@ pub enum RoomError {
     Guard(#[from] GuardError),
     #[error("not a member of the room")]
     NotAMember,
-    #[error("the room's document would exceed its quota of {limit} bytes")]
+    #[error("the room's document would exceed its quota of {limit} bytes of memory")]
     Quota { limit: usize },
     #[error("more than {limit} bytes of updates wait for edits the room does not have")]
     TooFarAhead { limit: usize },
+    #[error(transparent)]
+    Awareness(#[from] AwarenessError),
+    #[error("the server's memory limit of {limit} bytes is reached")]
+    OverBudget { limit: usize },
+    #[error("too much work: the connection kept its room busy past its share")]
+    TooMuchWork,
+}
+
+impl RoomError {
+    /// The close frame a WebSocket (or any member) that caused it gets. One policy for every
+    /// wire: 1002 for bytes that break the protocol, 1007 for updates yrs refuses, 1008 for a
+    /// peer past its share, 1009 for too much data, 1013 while the server is full.
+    pub fn close_reason(&self) -> CloseReason {
+        match self {
+            RoomError::Decode(_) | RoomError::Awareness(AwarenessError::Decode(_)) => {
+                CloseReason::new(1002, "malformed message")
+            }
+            RoomError::Quota { .. } => CloseReason::new(1009, "document quota exceeded"),
+            RoomError::TooFarAhead { .. } => {
+                CloseReason::new(1008, "too many updates out of order")
+            }
+            RoomError::Awareness(AwarenessError::TooManyClients { .. }) => {
+                CloseReason::new(1008, "too many awareness clients")
+            }
+            RoomError::Awareness(AwarenessError::RoomFull { .. }) => {
+                CloseReason::new(1008, "room awareness full")
+            }
+            RoomError::OverBudget { .. } | RoomError::Awareness(AwarenessError::OverBudget) => {
+                CloseReason::new(1013, "server memory limit reached")
+            }
+            RoomError::TooMuchWork => CloseReason::new(1008, "too much work"),
+            RoomError::Guard(_) | RoomError::NotAMember => CloseReason::new(1007, "invalid update"),
+        }
+    }
 }
 
 /// A room's limits, with defaults suited to collaborative editing.
 #[derive(Debug, Clone, Copy)]
 pub struct RoomLimits {
     pub guard: GuardLimits,
-    /// Quota of the document, counted as the bytes of the updates it accepted (an upper bound
-    /// of its encoded size). An update beyond it is refused.
+    /// Quota of the document, counted as what it costs in memory (see
+    /// [`budget::document_cost`]). An update beyond it is refused.
     pub max_document_bytes: usize,
     /// Largest awareness state (one client's JSON) relayed.
     pub max_awareness_state_bytes: usize,
-    /// Awareness updates accepted per member and second; the rest are dropped.
+    /// Awareness updates (and queries) accepted per member and second; the rest are dropped.
     pub max_awareness_per_second: u32,
+    /// Awareness client ids one member may own, and the room may hold.
+    pub max_awareness_clients_per_member: usize,
+    pub max_awareness_clients: usize,
     /// Bytes of a member's updates that may wait for earlier edits the room lacks (a client
     /// back with offline edits sends them before its sync step 2 catches the room up).
     pub max_waiting_bytes: usize,
+    /// Time a member's frames, and all the room's, may keep the room busy.
+    pub member_work: WorkLimits,
+    pub room_work: WorkLimits,
 }
 
 impl Default for RoomLimits {
@@ -56,7 +101,21 @@ impl Default for RoomLimits {
             max_document_bytes: 256 << 20,
             max_awareness_state_bytes: 64 << 10,
             max_awareness_per_second: 60,
+            max_awareness_clients_per_member: 8,
+            max_awareness_clients: 4096,
             max_waiting_bytes: 16 << 20,
+            member_work: WorkLimits::MEMBER,
+            room_work: WorkLimits::ROOM,
+        }
+    }
+}
+
+impl RoomLimits {
+    fn awareness(&self) -> AwarenessLimits {
+        AwarenessLimits {
+            max_state_bytes: self.max_awareness_state_bytes,
+            max_clients_per_member: self.max_awareness_clients_per_member,
+            max_clients: self.max_awareness_clients,
         }
     }
 }
@@ -96,14 +155,21 @@ struct Member {
     /// before it could start beyond what the peer has, which is where yrs goes wrong (see
     /// `RoomCore::apply`).
     has_document: bool,
+    /// Time its frames may still keep the room busy.
+    work: Work,
 }
 
-/// A member's update that starts beyond the document's clocks, held until the document has
-/// caught up (see `RoomCore::apply`).
-struct Waiting {
-    member: MemberId,
-    update: Bytes,
-    report: ScanReport,
+impl Member {
+    /// Counts one awareness message (or query) in its window; false past the rate.
+    fn awareness_allowed(&mut self, per_second: u32) -> bool {
+        let (start, count) = &mut self.awareness_window;
+        if start.elapsed() >= Duration::from_secs(1) {
+            *start = Instant::now();
+            *count = 0;
+        }
+        *count += 1;
+        *count <= per_second
+    }
 }
 
 /// What an applied update gives the members.
@@ -119,16 +185,22 @@ enum Relay {
 
 struct RoomState {
     doc: Doc,
-    /// Updates that wait for the document to catch up, oldest first.
-    waiting: Vec<Waiting>,
+    /// Updates that wait for the document to catch up.
+    waiting: WaitingSet,
     awareness: AwarenessTable,
     members: HashMap<MemberId, Member>,
     limits: RoomLimits,
-    document_bytes: usize,
-    /// The sync step 2 that answers an empty state vector (a joiner with a new document),
-    /// encoded once and shared by every such joiner until the document changes: when many
-    /// clients join a large document at once, the room encodes it once, not once each.
+    /// What the document and the waiting updates cost in memory (charged to the process).
+    document_cost: usize,
+    /// `document_cost` when the document was last measured.
+    measured_cost: usize,
+    /// Time the room's members may still keep it busy.
+    work: Work,
+    /// The sync step 2 that answers an empty state vector (a joiner with a new document), and
+    /// the same content as an update (a resync), encoded once and shared until the document
+    /// changes: when many clients join a large document at once, the room encodes it once.
     whole_step2: Option<Bytes>,
+    whole_update: Option<Bytes>,
     /// Set when the room failed (`close_peers`): a peer that joins later is closed at once.
     closed: Option<CloseReason>,
 }
@@ -142,16 +214,84 @@ impl RoomState {
             return update;
         }
         tracing::warn!(room = %room, "the document could not be encoded; rebuilding it");
-        self.whole_step2 = None;
+        self.changed();
         self.doc = guard::rebuild(&self.doc, None, &self.limits.guard);
         guard::encode_state(&self.doc, sv).unwrap_or_else(|| crate::protocol::EMPTY_UPDATE.to_vec())
     }
+
+    /// The document changed: what was encoded of it is stale.
+    fn changed(&mut self) {
+        self.whole_step2 = None;
+        self.whole_update = None;
+    }
+
+    /// Charges `cost` to the document, measuring it first if the estimate would pass the
+    /// quota (estimates count every edit as its own item; yrs merges consecutive ones). A
+    /// measurement costs an encode of the document, so it runs again only after the estimate
+    /// grew by an eighth of the quota.
+    fn charge_document(&mut self, room: &str, cost: usize) -> Result<(), RoomError> {
+        let limit = self.limits.max_document_bytes;
+        if self.document_cost.saturating_add(cost) > limit
+            && self.document_cost - self.measured_cost.min(self.document_cost) >= limit / 8
+        {
+            let encoded = self.encode(room, &StateVector::default());
+            let measured = guard::check_update(&encoded, &self.limits.guard)
+                .map(|c| budget::document_cost(encoded.len(), &c.report))
+                .unwrap_or(encoded.len())
+                .saturating_add(self.waiting.cost());
+            if measured < self.document_cost {
+                Memory::process().release(self.document_cost - measured);
+                self.document_cost = measured;
+            }
+            self.measured_cost = self.document_cost;
+        }
+        if self.document_cost.saturating_add(cost) > limit {
+            return Err(RoomError::Quota { limit });
+        }
+        if !Memory::process().try_charge(cost) {
+            return Err(over_budget());
+        }
+        self.document_cost += cost;
+        Ok(())
+    }
+
+    fn release_document(&mut self, cost: usize) {
+        let cost = cost.min(self.document_cost);
+        self.document_cost -= cost;
+        Memory::process().release(cost);
+    }
+}
+
+impl Drop for RoomState {
+    fn drop(&mut self) {
+        Memory::process().release(self.document_cost);
+    }
+}
+
+fn over_budget() -> RoomError {
+    RoomError::OverBudget {
+        limit: Memory::process().limit(),
+    }
+}
+
+/// A frame for members, charged to the process while any member holds it (if it fits: a
+/// frame is built only after the check that it should).
+fn charged(frame: Bytes) -> Bytes {
+    Memory::process().charged(frame.clone()).unwrap_or(frame)
+}
+
+/// Whether `bytes` more could be held now.
+fn fits_memory(bytes: usize) -> bool {
+    let memory = Memory::process();
+    memory.used().saturating_add(bytes) <= memory.limit()
 }
 
 pub struct RoomCore {
     id: String,
     state: Mutex<RoomState>,
     next_member: AtomicU64,
+    /// Updates wait to be applied: any frame may set off a long run of applies.
+    has_waiting: AtomicBool,
 }
 
 impl std::fmt::Debug for RoomCore {
@@ -166,25 +306,36 @@ impl RoomCore {
             id: id.into(),
             state: Mutex::new(RoomState {
                 doc: Doc::new(),
-                waiting: Vec::new(),
+                waiting: WaitingSet::default(),
                 awareness: AwarenessTable::default(),
                 members: HashMap::new(),
                 limits,
-                document_bytes: 0,
+                document_cost: 0,
+                measured_cost: 0,
+                work: Work::new(limits.room_work),
                 whole_step2: None,
+                whole_update: None,
                 closed: None,
             }),
             next_member: AtomicU64::new(1),
+            has_waiting: AtomicBool::new(false),
         })
     }
 
     /// Applies a server's limits to a room created elsewhere (by a Python room factory).
     pub fn set_limits(&self, limits: RoomLimits) {
-        self.lock().limits = limits;
+        let mut state = self.lock();
+        state.limits = limits;
+        state.work = Work::new(limits.room_work);
     }
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Whether updates wait for edits the room lacks (a frame may then cost many applies).
+    pub fn has_waiting(&self) -> bool {
+        self.has_waiting.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> MutexGuard<'_, RoomState> {
@@ -213,8 +364,8 @@ impl RoomCore {
                 if access == Access::ReadOnly {
                     queue.push(read_only_notice());
                 }
-                if let Some(snapshot) = state.awareness.snapshot() {
-                    queue.push(Message::Awareness(snapshot).encode());
+                if let Some(snapshot) = state.awareness.snapshot_frame() {
+                    queue.push(snapshot);
                 }
             }
             JoinKind::Mirror => {
@@ -222,6 +373,7 @@ impl RoomCore {
                 queue.push(Message::SyncStep2(update.into()).encode());
             }
         }
+        let work = Work::new(state.limits.member_work);
         state.members.insert(
             id,
             Member {
@@ -230,6 +382,7 @@ impl RoomCore {
                 access,
                 awareness_window: (Instant::now(), 0),
                 has_document: kind == JoinKind::Mirror,
+                work,
             },
         );
         id
@@ -317,14 +470,50 @@ impl RoomCore {
         peers(&self.lock())
     }
 
-    /// Handles every message of a frame from a member.
+    /// Handles every message of a frame a member sent, one at a time (a frame is never decoded
+    /// whole). Requests that cost the room an encode (a sync step 1, an awareness query) are
+    /// answered once per frame: the last step 1, one query. The time the frame kept the room
+    /// busy is charged to the member and the room; past their share, the member is refused.
     pub fn handle_frame(&self, member: MemberId, frame: &Bytes) -> Result<(), RoomError> {
         // An empty frame carries nothing: not worth closing a connection over.
         if frame.is_empty() {
             return Ok(());
         }
-        for message in decode_frame(frame)? {
-            self.handle(member, message)?;
+        let start = Instant::now();
+        let handled = self.handle_messages(member, frame);
+        let now = Instant::now();
+        let spent = now - start;
+        let mut state = self.lock();
+        self.has_waiting
+            .store(!state.waiting.is_empty(), Ordering::Relaxed);
+        let room_ok = state.work.spend(spent, now);
+        let member_ok = state
+            .members
+            .get_mut(&member)
+            .is_none_or(|m| m.work.spend(spent, now));
+        handled?;
+        if !(room_ok && member_ok) {
+            tracing::warn!(room = %self.id, member, "a member kept the room too busy: refusing it");
+            return Err(RoomError::TooMuchWork);
+        }
+        Ok(())
+    }
+
+    fn handle_messages(&self, member: MemberId, frame: &Bytes) -> Result<(), RoomError> {
+        let mut step1 = None;
+        let mut query = false;
+        for message in messages(frame) {
+            match message? {
+                Message::SyncStep1(sv) => step1 = Some(sv),
+                Message::QueryAwareness => query = true,
+                message => self.handle(member, message)?,
+            }
+        }
+        if let Some(sv) = step1 {
+            self.handle(member, Message::SyncStep1(sv))?;
+        }
+        if query {
+            self.handle(member, Message::QueryAwareness)?;
         }
         Ok(())
     }
@@ -341,7 +530,10 @@ impl RoomCore {
                     Some(step2) if sv.is_empty() => step2.clone(),
                     _ => {
                         let update = state.encode(&self.id, &sv);
-                        let step2 = Message::SyncStep2(update.into()).encode();
+                        if !fits_memory(update.len()) {
+                            return Err(over_budget());
+                        }
+                        let step2 = charged(Message::SyncStep2(update.into()).encode());
                         if sv.is_empty() {
                             state.whole_step2 = Some(step2.clone());
                         }
@@ -365,14 +557,22 @@ impl RoomCore {
                 if entry.access == Access::ReadOnly {
                     return Ok(());
                 }
+                // Room for the frame that relays it, before anything is applied.
+                if !fits_memory(update.len()) {
+                    return Err(over_budget());
+                }
                 match self.apply(&mut state, member, &update)? {
                     Relay::Nothing => {}
                     Relay::AsSent(update) => {
-                        broadcast(&state, Some(member), Message::Update(update).encode());
+                        broadcast(
+                            &state,
+                            Some(member),
+                            charged(Message::Update(update).encode()),
+                        );
                     }
                     Relay::Integrated(update) => {
                         if update.as_ref() != crate::protocol::EMPTY_UPDATE {
-                            broadcast(&state, None, Message::Update(update).encode());
+                            broadcast(&state, None, charged(Message::Update(update).encode()));
                         }
                     }
                 }
@@ -380,39 +580,44 @@ impl RoomCore {
             Message::Awareness(payload) => {
                 let mut state = self.lock();
                 let limits = state.limits;
-                let Some(entry) = state.members.get_mut(&member) else {
-                    return Err(RoomError::NotAMember);
-                };
-                let (start, count) = &mut entry.awareness_window;
-                if start.elapsed() >= Duration::from_secs(1) {
-                    *start = Instant::now();
-                    *count = 0;
-                }
-                *count += 1;
-                if *count > limits.max_awareness_per_second {
+                let entry = state
+                    .members
+                    .get_mut(&member)
+                    .ok_or(RoomError::NotAMember)?;
+                if !entry.awareness_allowed(limits.max_awareness_per_second) {
                     return Ok(()); // dropped: the next state within the rate carries the news
                 }
-                let relay =
-                    state
-                        .awareness
-                        .apply(member, &payload, limits.max_awareness_state_bytes)?;
+                let relay = state.awareness.apply(member, &payload, &limits.awareness());
+                // What was accepted before an error is relayed all the same.
+                let (relay, error) = match relay {
+                    Ok(relay) => (relay, None),
+                    Err(error) => (None, Some(error)),
+                };
                 if let Some(relay) = relay {
                     // Sent back to its sender too: a y-websocket client that hears nothing for
                     // 30 s drops its connection, and alone in a room the echo of its own
                     // 15-second awareness renewal is all it hears (the reference server
                     // echoes awareness the same way).
-                    broadcast_awareness(&state, Message::Awareness(relay).encode());
+                    broadcast_awareness(&state, charged(Message::Awareness(relay).encode()));
+                }
+                if let Some(error) = error {
+                    return Err(error.into());
                 }
             }
             Message::QueryAwareness => {
-                let state = self.lock();
-                if let Some(snapshot) = state.awareness.snapshot() {
-                    let queue = &state
-                        .members
-                        .get(&member)
-                        .ok_or(RoomError::NotAMember)?
-                        .queue;
-                    queue.push(Message::Awareness(snapshot).encode());
+                let mut state = self.lock();
+                let limits = state.limits;
+                let entry = state
+                    .members
+                    .get_mut(&member)
+                    .ok_or(RoomError::NotAMember)?;
+                if !entry.awareness_allowed(limits.max_awareness_per_second) {
+                    return Ok(());
+                }
+                if let Some(snapshot) = state.awareness.snapshot_frame() {
+                    if let Some(entry) = state.members.get(&member) {
+                        entry.queue.push(snapshot);
+                    }
                 }
             }
             // Auth is for the server to send; unknown types are ignored (y-protocols' rule).
@@ -439,41 +644,37 @@ impl RoomCore {
         update: &Bytes,
     ) -> Result<Relay, RoomError> {
         let limits = state.limits;
-        if state.document_bytes + update.len() > limits.max_document_bytes {
-            return Err(RoomError::Quota {
-                limit: limits.max_document_bytes,
-            });
-        }
         let checked = guard::check_update(update, &limits.guard)?;
+        let cost = budget::document_cost(update.len(), &checked.report);
         let (pending_before, sv_before) = {
             let txn = state.doc.transact();
             (txn.has_missing_updates(), txn.state_vector())
         };
         if !guard::fits(&checked.report, &sv_before) {
-            let waiting: usize = state
-                .waiting
-                .iter()
-                .filter(|w| w.member == member)
-                .map(|w| w.update.len())
-                .sum();
-            if waiting + update.len() > limits.max_waiting_bytes {
+            if state.waiting.member_bytes(member) + update.len() > limits.max_waiting_bytes {
                 return Err(RoomError::TooFarAhead {
                     limit: limits.max_waiting_bytes,
                 });
             }
-            state.document_bytes += update.len();
-            state.waiting.push(Waiting {
-                member,
-                update: update.clone(),
-                report: checked.report,
-            });
+            state.charge_document(&self.id, cost)?;
+            let report = checked.report;
+            state
+                .waiting
+                .insert(member, update.clone(), report, cost, &sv_before);
             return Ok(Relay::Nothing);
         }
+        state.charge_document(&self.id, cost)?;
         // Whatever happens below may change the document.
-        state.whole_step2 = None;
-        let pending_after = self.apply_checked(state, &checked)?;
-        state.document_bytes += update.len();
-        let caught_up = self.apply_waiting(state);
+        state.changed();
+        let clients: Vec<u64> = checked.report.clients.iter().map(|c| c.client).collect();
+        let pending_after = match self.apply_checked(state, &checked) {
+            Ok(pending) => pending,
+            Err(error) => {
+                state.release_document(cost);
+                return Err(error.into());
+            }
+        };
+        let caught_up = self.apply_waiting(state, clients);
         if !pending_before && !pending_after && !caught_up {
             return Ok(Relay::AsSent(update.clone()));
         }
@@ -493,33 +694,30 @@ impl RoomCore {
         })
     }
 
-    /// Applies the waiting updates the document has caught up with, until none fits; returns
-    /// whether any was applied.
-    fn apply_waiting(&self, state: &mut RoomState) -> bool {
+    /// Applies the waiting updates that integrating structs of `clients` unblocked, and those
+    /// they unblock in turn; returns whether any was applied.
+    fn apply_waiting(&self, state: &mut RoomState, clients: Vec<u64>) -> bool {
+        if state.waiting.is_empty() {
+            return false;
+        }
+        let sv = state.doc.transact().state_vector();
+        state.waiting.advanced(clients, &sv);
         let mut applied = false;
-        while !state.waiting.is_empty() {
-            let sv = state.doc.transact().state_vector();
-            let Some(next) = state
-                .waiting
-                .iter()
-                .position(|w| guard::fits(&w.report, &sv))
-            else {
-                break;
-            };
-            let Waiting {
-                member,
-                update,
-                report,
-            } = state.waiting.remove(next);
+        while let Some(waiting) = state.waiting.pop_ready() {
             let checked = guard::Checked {
-                bytes: &update,
-                report,
+                bytes: &waiting.update,
+                report: waiting.report,
             };
             match self.apply_checked(state, &checked) {
-                Ok(_) => applied = true,
+                Ok(_) => {
+                    applied = true;
+                    let sv = state.doc.transact().state_vector();
+                    let clients = checked.report.clients.iter().map(|c| c.client);
+                    state.waiting.advanced(clients, &sv);
+                }
                 Err(error) => {
-                    tracing::warn!(room = %self.id, member, %error, "a waiting update was refused");
-                    state.document_bytes -= update.len();
+                    tracing::warn!(room = %self.id, member = waiting.member, %error, "a waiting update was refused");
+                    state.release_document(waiting.cost);
                 }
             }
         }
@@ -527,13 +725,22 @@ impl RoomCore {
     }
 
     /// What a member whose queue overflowed is sent instead of what it missed: the whole
-    /// document (applying it again is harmless) and every awareness state.
+    /// document (applying it again is harmless) and every awareness state. Encoded once for
+    /// every member that overflows before the document changes.
     pub fn resync_frames(&self) -> Vec<Bytes> {
         let mut state = self.lock();
-        let update = state.encode(&self.id, &StateVector::default());
-        let mut frames = vec![Message::Update(update.into()).encode()];
-        if let Some(snapshot) = state.awareness.snapshot() {
-            frames.push(Message::Awareness(snapshot).encode());
+        let update = match &state.whole_update {
+            Some(update) => update.clone(),
+            None => {
+                let update = state.encode(&self.id, &StateVector::default());
+                let frame = charged(Message::Update(update.into()).encode());
+                state.whole_update = Some(frame.clone());
+                frame
+            }
+        };
+        let mut frames = vec![update];
+        if let Some(snapshot) = state.awareness.snapshot_frame() {
+            frames.push(snapshot);
         }
         frames
     }
@@ -550,6 +757,11 @@ impl RoomCore {
 
     pub fn state_vector(&self) -> Vec<u8> {
         self.lock().doc.transact().state_vector().encode_v1()
+    }
+
+    /// What the document and its waiting updates are counted as, in bytes of memory.
+    pub fn document_cost(&self) -> usize {
+        self.lock().document_cost
     }
 }
 
@@ -576,15 +788,8 @@ fn remove_member(state: &mut RoomState, member: MemberId) {
     if let Some(removal) = state.awareness.remove_member(member) {
         broadcast_awareness(state, Message::Awareness(removal).encode());
     }
-    let mut dropped = 0;
-    state.waiting.retain(|w| {
-        let keep = w.member != member;
-        if !keep {
-            dropped += w.update.len();
-        }
-        keep
-    });
-    state.document_bytes -= dropped;
+    let freed = state.waiting.remove_member(member);
+    state.release_document(freed);
 }
 
 /// Awareness goes to every peer, the sender included, and to no mirror: a mirror is a document
@@ -618,6 +823,7 @@ fn broadcast(state: &RoomState, sender: Option<MemberId>, frame: Bytes) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::decode_frame;
     use crate::queue::QueueLimits;
     use crate::wake::Waker;
     use tokio::sync::Notify;

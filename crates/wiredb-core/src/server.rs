@@ -40,6 +40,7 @@ use crate::auth::{
     CLOSE_POLICY, CLOSE_TRY_AGAIN, CLOSE_UNAUTHORIZED, TOKEN_PARAM,
 };
 use crate::connections::{Connections, Registration};
+use crate::http;
 use crate::queue::{CloseReason, FrameQueue, QueueLimits};
 use crate::registry::{Lease, Registry};
 use crate::room::{Access, RoomCore, RoomError, RoomLimits};
@@ -290,7 +291,26 @@ async fn open_connection(
         connections,
     } = shared;
     let _ = stream.set_nodelay(true);
-    let stream = MemberSocket::new(stream);
+    let mut stream = stream;
+    let head =
+        match tokio::time::timeout(config.handshake_timeout, http::read_head(&mut stream)).await {
+            Ok(Ok(Some(head))) => head,
+            Ok(Ok(None) | Err(_)) => return None,
+            Err(_) => {
+                tracing::debug!(%peer, "handshake timed out");
+                return None;
+            }
+        };
+    match http::classify(&head) {
+        http::Head::Upgrade => {}
+        other => {
+            let _ =
+                tokio::time::timeout(config.handshake_timeout, http::answer(&mut stream, &other))
+                    .await;
+            return None;
+        }
+    }
+    let stream = MemberSocket::new(stream, head);
     let mut seen = None;
     // The callback's signature, with its large error type, is tungstenite's.
     #[allow(clippy::result_large_err)]
@@ -502,7 +522,10 @@ async fn next_pending(
     pending: &mut PendingFrames,
     auth: &AuthConfig,
 ) -> Result<Option<Bytes>, CloseReason> {
-    let (frame, len) = match ws.next().await {
+    let next = ws.next().await;
+    // Held in `pending` (capped by the auth config) or dropped: not counted as being read.
+    ws.get_mut().settle();
+    let (frame, len) = match next {
         Some(Ok(WsMessage::Binary(frame))) => {
             let len = frame.len();
             (Some(frame), len)
@@ -588,7 +611,7 @@ async fn serve_member(
     let reason = loop {
         if let Some(error) = failed.take() {
             tracing::warn!(room = %core.id(), %peer, %error, "closing connection");
-            break close_reason_for(&error);
+            break error.close_reason();
         }
         let grace = closing_until.unwrap_or_else(tokio::time::Instant::now);
         let next = tokio::select! {
@@ -619,22 +642,25 @@ async fn serve_member(
         };
         last_seen = tokio::time::Instant::now();
         match next {
-            Some(Ok(WsMessage::Binary(frame))) => match core.handle_frame(member, &frame) {
-                Ok(()) => {}
-                // Closed from outside (a kick): its close frame is on its way.
-                Err(RoomError::NotAMember) => {}
-                Err(error) => failed = Some(error),
-            },
-            Some(Ok(WsMessage::Close(_))) | None => break CloseReason::normal(),
-            // Text frames are not part of the protocol; pings are answered by tungstenite.
-            Some(Ok(_)) => {}
-            Some(Err(WsError::Capacity(error))) => {
-                tracing::warn!(room = %core.id(), %peer, %error, "closing connection");
-                break CloseReason::new(1009, "message too big");
+            Some(Ok(WsMessage::Binary(frame))) => {
+                let handled = handle_off_workers(&core, member, &frame);
+                drop(frame);
+                stream.get_mut().settle();
+                match handled {
+                    Ok(()) => {}
+                    // Closed from outside (a kick): its close frame is on its way.
+                    Err(RoomError::NotAMember) => {}
+                    Err(error) => failed = Some(error),
+                }
             }
+            Some(Ok(WsMessage::Close(frame))) => break answer_to_close(frame.as_ref()),
+            None => break CloseReason::normal(),
+            // Text frames are not part of the protocol; pings are answered by tungstenite.
+            Some(Ok(_)) => stream.get_mut().settle(),
             Some(Err(error)) => {
-                tracing::debug!(room = %core.id(), %peer, %error, "connection lost");
-                break CloseReason::new(1006, "");
+                let reason = read_error_reason(&error, stream.get_ref());
+                tracing::debug!(room = %core.id(), %peer, %error, code = reason.code, "closing connection");
+                break reason;
             }
         }
     };
@@ -645,12 +671,40 @@ async fn serve_member(
     }
 }
 
-fn close_reason_for(error: &RoomError) -> CloseReason {
+/// Frames at least this large (and any frame while the room holds updates waiting to be
+/// applied) are handled with the worker handed over to another thread, so that one busy room
+/// never holds up accepting, hand-shaking and the other rooms.
+const HEAVY_FRAME_BYTES: usize = 64 << 10;
+
+fn handle_off_workers(core: &RoomCore, member: u64, frame: &Bytes) -> Result<(), RoomError> {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread && (frame.len() >= HEAVY_FRAME_BYTES || core.has_waiting()) {
+        tokio::task::block_in_place(|| core.handle_frame(member, frame))
+    } else {
+        core.handle_frame(member, frame)
+    }
+}
+
+/// The answer to a peer's close frame: its code echoed (RFC 6455 5.5.1), 1002 for a code no
+/// endpoint may send.
+fn answer_to_close(frame: Option<&CloseFrame>) -> CloseReason {
+    match frame {
+        None => CloseReason::normal(),
+        Some(frame) if frame.code.is_allowed() => CloseReason::new(frame.code.into(), ""),
+        Some(_) => CloseReason::new(1002, "invalid close code"),
+    }
+}
+
+/// How a connection whose read failed is closed: RFC 6455's codes for what the peer got
+/// wrong, 1013 when the server's memory is full, 1006 (no close frame) when it is gone.
+fn read_error_reason(error: &WsError, socket: &MemberSocket) -> CloseReason {
     match error {
-        RoomError::Decode(_) => CloseReason::new(1002, "malformed message"),
-        RoomError::Quota { .. } => CloseReason::new(1009, "document quota exceeded"),
-        RoomError::TooFarAhead { .. } => CloseReason::new(1008, "too many updates out of order"),
-        _ => CloseReason::new(1007, "invalid update"),
+        WsError::Capacity(_) => CloseReason::new(1009, "message too big"),
+        WsError::Protocol(_) => CloseReason::new(1002, "protocol error"),
+        WsError::Utf8(_) => CloseReason::new(1007, "invalid UTF-8"),
+        WsError::Io(_) if socket.refused() => CloseReason::new(1013, "server memory limit reached"),
+        _ => CloseReason::new(1006, ""),
     }
 }
 
@@ -678,6 +732,55 @@ struct Writer {
     write_timeout: Duration,
 }
 
+/// Frames at least this large are written from the room's buffer, which every member shares,
+/// instead of being copied into the member's batch: one broadcast is held once, not once per
+/// member (a 30 MB message to 100 members peaked at 2.3 GB when each writer copied it).
+const SHARED_FRAME_BYTES: usize = 16 << 10;
+
+/// A batch is sent once it holds this much: what a writer copies is bounded too.
+const MAX_BATCH_BYTES: usize = 256 << 10;
+
+/// Why a writer stopped sending.
+enum SendFailed {
+    Io,
+    TimedOut,
+}
+
+async fn send(out: &mut OwnedWriteHalf, bytes: &[u8], timeout: Duration) -> Result<(), SendFailed> {
+    // Boxed: the timer is only alive while a batch is sent, and an idle connection's writer
+    // would otherwise carry it.
+    match Box::pin(tokio::time::timeout(timeout, out.write_all(bytes))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(SendFailed::Io),
+        Err(_) => Err(SendFailed::TimedOut),
+    }
+}
+
+/// Sends `frames` after `batch` (tungstenite's answers, a ping): small frames copied into the
+/// batch, large ones from their shared buffers.
+async fn send_frames(
+    out: &mut OwnedWriteHalf,
+    batch: &mut Vec<u8>,
+    frames: &[Bytes],
+    timeout: Duration,
+) -> Result<(), SendFailed> {
+    for frame in frames {
+        if frame.len() >= SHARED_FRAME_BYTES {
+            socket::write_head(batch, socket::OPCODE_BINARY, frame.len(), None);
+            send(out, batch, timeout).await?;
+            batch.clear();
+            send(out, frame, timeout).await?;
+            continue;
+        }
+        socket::binary_frame(batch, frame);
+        if batch.len() >= MAX_BATCH_BYTES {
+            send(out, batch, timeout).await?;
+            batch.clear();
+        }
+    }
+    Ok(())
+}
+
 async fn write_loop(writer: Writer) {
     let Writer {
         mut out,
@@ -696,47 +799,54 @@ async fn write_loop(writer: Writer) {
         };
         // tungstenite's answers first (they answer what the peer sent before), then the batch.
         let (mut batch, answered_close) = control.take();
-        if !frames.is_empty() {
-            // Sized once: a header is at most 10 bytes (and a ping 2, a close frame 127).
-            batch.reserve(frames.iter().map(|f| f.len() + 10).sum::<usize>() + 2 + 127);
-        }
-        let closed = if answered_close {
+        let sent_any = !batch.is_empty() || !frames.is_empty() || drained.ping;
+        let result = if answered_close {
             // The peer closed and tungstenite answered: nothing may follow a close frame.
-            Some(CloseReason::normal())
+            send(&mut out, &batch, write_timeout)
+                .await
+                .map(|()| Some(CloseReason::normal()))
         } else {
+            if !frames.is_empty() {
+                // Sized once: a header is at most 10 bytes (and a ping 2, a close frame 127).
+                let copied: usize = frames
+                    .iter()
+                    .map(|f| {
+                        if f.len() < SHARED_FRAME_BYTES {
+                            f.len() + 10
+                        } else {
+                            10
+                        }
+                    })
+                    .sum();
+                batch.reserve(copied.min(MAX_BATCH_BYTES) + 2 + 127);
+            }
             if drained.ping {
                 socket::ping_frame(&mut batch);
             }
-            for frame in &frames {
-                socket::binary_frame(&mut batch, frame);
-            }
+            let mut sent = send_frames(&mut out, &mut batch, &frames, write_timeout).await;
+            drop(frames);
             // 1006 means the socket is gone: there is nobody to send a close frame to.
             if let Some(reason) = drained.closed.as_ref().filter(|r| r.code != 1006) {
                 socket::close_frame(&mut batch, reason);
             }
-            drained.closed
+            if sent.is_ok() && !batch.is_empty() {
+                sent = send(&mut out, &batch, write_timeout).await;
+            }
+            sent.map(|()| drained.closed)
         };
-        if !batch.is_empty() {
-            // Boxed: the timer is only alive while a batch is sent, and an idle connection's
-            // writer would otherwise carry it.
-            match Box::pin(tokio::time::timeout(write_timeout, out.write_all(&batch))).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => {
-                    queue.close(CloseReason::new(1006, ""));
-                    break;
-                }
-                Err(_) => {
+        match result {
+            Ok(Some(_)) => break,
+            Ok(None) => {}
+            Err(failed) => {
+                if let SendFailed::TimedOut = failed {
                     // Not reading: no close frame could get through either.
                     tracing::warn!(room = %core.id(), "peer stopped reading: closing connection");
-                    queue.close(CloseReason::new(1006, ""));
-                    break;
                 }
+                queue.close(CloseReason::new(1006, ""));
+                break;
             }
         }
-        if closed.is_some() {
-            break;
-        }
-        if batch.is_empty() {
+        if !sent_any {
             notify.notified().await;
             // Woken by the first frame for this peer: let the tasks that are ready (other
             // peers' readers, whose frames may be for this peer too) run first, so that one

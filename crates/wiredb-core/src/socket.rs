@@ -20,6 +20,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use crate::budget::Memory;
 use crate::queue::CloseReason;
 
 /// Control frames tungstenite may keep for the writer. Pongs beyond it are dropped (RFC 6455
@@ -94,19 +95,50 @@ enum WriteSide {
     Control(Arc<Control>),
 }
 
+/// What a connection may read into a message before the bytes count against the process's
+/// [`Memory`]: an idle or chatty connection costs nothing to count, a large message is charged.
+const FREE_READ_BYTES: usize = 64 << 10;
+
 /// The stream tungstenite runs on.
 pub struct MemberSocket {
     read: OwnedReadHalf,
     write: WriteSide,
+    /// Bytes read since the last message was handled (tungstenite holds them).
+    unsettled: usize,
+    /// What of them is charged to the process.
+    charged: usize,
+    /// A read was refused: the process's memory limit is reached.
+    refused: bool,
+    /// What the server read before tungstenite (the request head), handed to it first.
+    replay: Vec<u8>,
+    replayed: usize,
 }
 
 impl MemberSocket {
-    pub fn new(stream: TcpStream) -> Self {
+    /// `replay`: bytes already read from `stream`, read again first.
+    pub fn new(stream: TcpStream, replay: Vec<u8>) -> Self {
         let (read, write) = stream.into_split();
         MemberSocket {
             read,
             write: WriteSide::Socket(write),
+            unsettled: 0,
+            charged: 0,
+            refused: false,
+            replay,
+            replayed: 0,
         }
+    }
+
+    /// The messages read so far are handled: what tungstenite held for them is free.
+    pub fn settle(&mut self) {
+        Memory::process().release(self.charged);
+        self.unsettled = 0;
+        self.charged = 0;
+    }
+
+    /// Whether reading stopped because the process's memory limit is reached.
+    pub fn refused(&self) -> bool {
+        self.refused
     }
 
     /// Hands the write half to the member's writer (woken by `wake` when tungstenite writes).
@@ -131,7 +163,43 @@ impl AsyncRead for MemberSocket {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.read).poll_read(cx, buf)
+        if self.replayed < self.replay.len() {
+            let this = &mut *self;
+            let n = buf.remaining().min(this.replay.len() - this.replayed);
+            buf.put_slice(&this.replay[this.replayed..this.replayed + n]);
+            this.replayed += n;
+            if this.replayed == this.replay.len() {
+                this.replay = Vec::new();
+                this.replayed = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.read).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            let this = &mut *self;
+            this.unsettled += buf.filled().len() - before;
+            let owed = this
+                .unsettled
+                .saturating_sub(FREE_READ_BYTES)
+                .saturating_sub(this.charged);
+            if owed > 0 {
+                if !Memory::process().try_charge(owed) {
+                    this.refused = true;
+                    return Poll::Ready(Err(io::Error::other(
+                        "the server's memory limit is reached",
+                    )));
+                }
+                this.charged += owed;
+            }
+        }
+        polled
+    }
+}
+
+impl Drop for MemberSocket {
+    fn drop(&mut self) {
+        self.settle();
     }
 }
 

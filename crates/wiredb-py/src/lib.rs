@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 mod endpoint;
 mod errors;
 mod frames;
+mod memory;
 mod order;
 mod pipe;
 mod registry;
@@ -31,6 +32,8 @@ fn _wiredb(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(frames::frame_token, m)?)?;
     m.add_function(wrap_pyfunction!(frames::absorb, m)?)?;
     m.add_function(wrap_pyfunction!(order::update_fits, m)?)?;
+    m.add_function(wrap_pyfunction!(memory::set_memory_limit, m)?)?;
+    m.add_function(wrap_pyfunction!(memory::memory_usage, m)?)?;
     m.add_function(wrap_pyfunction!(token::mint_token, m)?)?;
     m.add_function(wrap_pyfunction!(token::verify_token, m)?)?;
     m.add("MIN_SECRET_BYTES", wiredb_core::token::MIN_SECRET_BYTES)?;
