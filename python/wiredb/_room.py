@@ -228,6 +228,12 @@ class Room(AsyncContextManagerMixin):
 _waiting_run = Room.run
 
 
+def _forget(entries: dict[str, Any], id: str, entry: object) -> None:
+    """Removes `entries[id]` if it is `entry`."""
+    if id in entries and entries[id] is entry:
+        del entries[id]
+
+
 def _log_open_failure(id: str, error: BaseException) -> None:
     """A room that could not be opened: a refused id (the factory's ValueError, such as an id
     no file can be named after) is a warning about what a client asked for, in one line; any
@@ -407,12 +413,9 @@ class RoomManager(AsyncContextManagerMixin):
             if room is not None:
                 room._registry = None
             # Only this room's entries: a fresh room of the same id may have replaced them.
-            if self._rooms.get(id) is room:
-                del self._rooms[id]
-            if self._closers.get(id) is close:
-                del self._closers[id]
-            if self._closed.get(id) is closed:
-                del self._closed[id]
+            _forget(self._rooms, id, room)
+            _forget(self._closers, id, close)
+            _forget(self._closed, id, closed)
             closed.set()
             if room is not None and started:
                 # The registry is done with it: its document goes now, not when the collector
