@@ -21,9 +21,11 @@ __all__ = [
     "frame_step2",
     "frame_token",
     "frame_update",
+    "memory_usage",
     "mint_token",
     "room_file_name",
     "room_id_from_file_name",
+    "set_memory_limit",
     "update_fits",
     "verify_token",
 ]

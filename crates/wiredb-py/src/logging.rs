@@ -35,8 +35,7 @@ pub fn init() {
 /// with an ellipsis and its full length when longer.
 pub fn clip(text: &str, limit: usize) -> String {
     let mut out = String::with_capacity(text.len().min(limit * 2) + 24);
-    let mut kept = 0;
-    for c in text.chars() {
+    for (kept, c) in text.chars().enumerate() {
         if kept == limit {
             let _ = write!(out, "… ({} bytes)", text.len());
             return out;
@@ -46,7 +45,6 @@ pub fn clip(text: &str, limit: usize) -> String {
         } else {
             out.push(c);
         }
-        kept += 1;
     }
     out
 }
