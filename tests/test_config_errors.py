@@ -17,7 +17,7 @@ SECRETS = ["", "short", "fifteen bytes.."]
 
 @pytest.mark.parametrize("secret", [*SECRETS, b"", b"x" * 15])
 def test_the_server_refuses_an_empty_or_short_secret_when_created(secret: str | bytes) -> None:
-    with pytest.raises(ValueError, match="token_secret .* at least 16 bytes"):
+    with pytest.raises(ValueError, match=r"token_secret .* at least 16 bytes"):
         AsyncWebSocketServer(host="127.0.0.1", port=0, token_secret=secret)
 
 

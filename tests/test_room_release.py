@@ -11,10 +11,13 @@ from pathlib import Path
 
 import pytest
 from anyio import fail_after, lowlevel
+from pycrdt import Text
 
-from wire_file import FileRoom
+from helpers import wait_until
+from wire_file import FileRoom, file_room_factory
 from wire_websocket import AsyncWebSocketClient, AsyncWebSocketServer
 from wiredb import Room
+from wiredb._wiredb import memory_usage
 
 pytestmark = pytest.mark.anyio
 
@@ -69,3 +72,31 @@ async def test_closed_rooms_hold_no_descriptor_without_the_collector(
     for room in opened:
         with pytest.raises(RuntimeError, match="is closed"):
             room._core.state()
+
+
+async def test_closed_file_rooms_free_their_documents_without_the_collector(
+    tmp_path: Path,
+) -> None:
+    # A room's document is charged to the process's memory budget until it is freed.
+    factory = file_room_factory(tmp_path, fsync="none")
+    async with AsyncWebSocketServer(factory, host="127.0.0.1", port=0) as server:
+        await visit(server.port, "warm")
+        await rooms_closed(server)
+        gc.collect()
+        before = memory_usage()[0]
+        gc.disable()
+        try:
+            for i in range(20):
+                async with (
+                    AsyncWebSocketClient(f"doc-{i}", host="127.0.0.1", port=server.port) as a,
+                    AsyncWebSocketClient(f"doc-{i}", host="127.0.0.1", port=server.port) as b,
+                ):
+                    a.doc.get("text", type=Text).insert(0, "x" * 100_000)
+                    text = b.doc.get("text", type=Text)
+                    await wait_until(b.doc, lambda: len(str(text)) == 100_000)  # noqa: B023
+                    # Applied by the room (relayed to b): its document is held.
+                    assert memory_usage()[0] > before
+            await rooms_closed(server)
+            assert memory_usage()[0] == before
+        finally:
+            gc.enable()
