@@ -56,7 +56,10 @@ class Room(AsyncContextManagerMixin):
     (`wire_file.FileRoom` does the same natively, with no Python per update.)
     A server enters the room and waits for `run()` to report started before it syncs the room's
     first client, and closes it (cancelling `run()` and the task group) when its last client
-    leaves.
+    leaves. What the room raises once started (in `run()`, a task of its task group, or as it
+    closes) closes this room only: it is logged once, its clients are closed with 1011 (they
+    reconnect), and the next client of its ID gets a fresh room; the server and every other
+    room go on. An exception before `run()` reports started refuses the room's clients.
     """
 
     def __init__(self, id: str) -> None:
