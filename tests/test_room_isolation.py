@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import logging
 import threading
+from typing import Any
 
 import pytest
 from anyio import TASK_STATUS_IGNORED, Event, create_task_group, fail_after, to_thread
@@ -16,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from helpers import wait_until
-from wire_websocket import AsyncWebSocketClient, AsyncWebSocketServer
+from wire_websocket import Allow, AsyncWebSocketClient, AsyncWebSocketServer, Request
 from wiredb import Room
 
 pytestmark = pytest.mark.anyio
@@ -185,3 +186,23 @@ async def fail_on_exit(failed: Event) -> None:
             ):
                 await converge(d, e, "fresh")
             await converge(b, a, "still")
+
+
+async def test_a_hook_answer_the_server_cannot_take_refuses_that_connection_only() -> None:
+    def authorize(request: Request) -> Any:
+        if request.room == "odd":
+            return Allow(identity=42)  # type: ignore[arg-type]
+        if request.room == "junk":
+            return "yes"
+        return Allow()
+
+    async with AsyncWebSocketServer(host="127.0.0.1", port=0, authorize=authorize) as server:
+        for room in ("odd", "junk"):
+            joined = threading.Event()
+            code = await to_thread.run_sync(close_code_once_joined, server.port, f"/{room}", joined)
+            assert code == 1011
+        async with (
+            AsyncWebSocketClient("fine", host="127.0.0.1", port=server.port) as a,
+            AsyncWebSocketClient("fine", host="127.0.0.1", port=server.port) as b,
+        ):
+            await converge(a, b, "served")

@@ -22,7 +22,7 @@ from urllib.parse import parse_qs
 from anyio import CancelScope, move_on_after, wait_readable
 from anyio.abc import TaskGroup
 
-from wiredb._log import bounded_traceback, clipped
+from wiredb._log import bounded_traceback, clipped, describe
 
 log = logging.getLogger("wire_websocket")
 
@@ -223,7 +223,13 @@ async def serve_authorizations(
                 # Cancelled even if its task has not entered it yet.
                 scope.cancel()
         for native in requests:
-            request = Request._from_native(native)
+            try:
+                request = Request._from_native(native)
+            except Exception as error:
+                # One odd request must not end the loop that decides every other one.
+                log.error("could not read the request %s: %s", clipped(native[1]), describe(error))
+                gate.decide(native[0], False, False, None, 1011, "authorization failed")
+                continue
             scope = deciding[request.id] = CancelScope()
             task_group.start_soon(_decide_in, scope, deciding, gate, authorize, timeout, request)
 
@@ -267,18 +273,21 @@ async def decide(gate: Gate, authorize: Authorize, timeout: float, request: Requ
             "the authorization hook did not answer in %s s for %s", timeout, clipped(request.path)
         )
         return
-    match decision:
-        case Allow(identity=identity):
-            gate.decide(request.id, True, False, identity, 0, "")
-        case ReadOnly(identity=identity):
-            gate.decide(request.id, True, True, identity, 0, "")
-        case Deny(code=code, reason=reason):
-            gate.decide(request.id, False, False, None, code, reason)
-        case other:
-            log.error(
-                "the authorization hook returned %s, not Allow, ReadOnly or Deny", clipped(other)
-            )
-            gate.decide(request.id, False, False, None, 1011, "authorization failed")
+    try:
+        match decision:
+            case Allow(identity=identity):
+                gate.decide(request.id, True, False, identity, 0, "")
+            case ReadOnly(identity=identity):
+                gate.decide(request.id, True, True, identity, 0, "")
+            case Deny(code=code, reason=reason):
+                gate.decide(request.id, False, False, None, code, reason)
+            case other:
+                raise TypeError(f"{clipped(other)} is not Allow, ReadOnly or Deny")
+    except (TypeError, ValueError, OverflowError) as error:
+        # A decision the server cannot take (not a decision, an identity that is not a str):
+        # this connection is refused, the server goes on.
+        log.error("the authorization hook's answer for %s: %s", clipped(request.path), error)
+        gate.decide(request.id, False, False, None, 1011, "authorization failed")
 
 
 def check_close(code: int, reason: str) -> None:
