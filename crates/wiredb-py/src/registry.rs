@@ -222,7 +222,11 @@ impl PendingJoin {
         let mut state = lock(&self.state);
         match std::mem::replace(&mut *state, JoinState::Taken) {
             JoinState::Ready(Ok(lease)) => Ok(lease),
-            JoinState::Ready(Err(error)) => Err(errors::registry_error(&error)),
+            JoinState::Ready(Err(error)) => {
+                // Nothing will use it: closed now, not when the (failed) join is collected.
+                self.fd.close();
+                Err(errors::registry_error(&error))
+            }
             JoinState::Waiting => {
                 *state = JoinState::Waiting;
                 Err(pyo3::exceptions::PyRuntimeError::new_err(
@@ -261,6 +265,8 @@ impl PendingJoin {
     fn keep_open(&self, py: Python<'_>) -> PyResult<()> {
         let lease = self.take()?;
         py.detach(|| drop(lease.keep_open()));
+        // Nothing waits on it any more: closed now, not with the object.
+        self.fd.close();
         Ok(())
     }
 }
