@@ -17,20 +17,7 @@ from pathlib import Path
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
-
-
-def varuint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def update_frame(update: bytes) -> bytes:
-    return b"\x00\x02" + varuint(len(update)) + update
-
+from ywire import update_message as update_frame
 
 # What the fuzzer found against a room (see fuzz/regressions/room/): each sent as a frame and
 # as an update, as the fuzz target does.

@@ -221,16 +221,20 @@ impl AwarenessTable {
     }
 
     /// The snapshot as an awareness message, for a joiner or a query: encoded once per change
-    /// of the table, and shared.
+    /// of the table, shared, and charged to the process's memory (None if it does not fit).
     pub fn snapshot_frame(&mut self) -> Option<Bytes> {
         if let Some(frame) = &self.snapshot {
             return frame.clone();
         }
-        let frame = self
-            .snapshot()
-            .map(|snapshot| Message::Awareness(snapshot).encode());
-        self.snapshot = Some(frame.clone());
-        frame
+        // Charged while any member holds it; when it does not fit, joiners go without it (they
+        // get every state at its next renewal) rather than the process growing.
+        let Some(snapshot) = self.snapshot() else {
+            self.snapshot = Some(None);
+            return None;
+        };
+        let frame = Memory::process().charged(Message::Awareness(snapshot).encode())?;
+        self.snapshot = Some(Some(frame.clone()));
+        Some(frame)
     }
 
     /// Removes the states owned by a leaving member; returns the removal to broadcast.

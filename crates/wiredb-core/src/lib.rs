@@ -4,6 +4,7 @@
 //! - [`protocol`]: the y-websocket wire format;
 //! - [`guard`]: the only path from untrusted bytes to a yrs document;
 //! - [`room`], [`awareness`], [`waiting`], [`registry`]: rooms and their members;
+//! - [`session`]: a member's session, the same loop for every wire that serves a peer;
 //! - [`budget`]: what peers may make the process hold, and the work they may cause;
 //! - [`server`], [`client`]: the WebSocket wire ([`http`]: plain HTTP on the server's port);
 //! - [`auth`], [`token`], [`connections`]: who may connect, signed tokens, a server's live
@@ -17,6 +18,7 @@ pub mod auth;
 pub mod awareness;
 pub mod budget;
 pub mod client;
+pub mod clip;
 pub mod connections;
 pub mod fuzz;
 pub mod guard;
@@ -31,6 +33,7 @@ pub mod room;
 pub mod runtime;
 pub mod scan;
 pub mod server;
+pub mod session;
 pub mod socket;
 pub mod store;
 pub mod sync;

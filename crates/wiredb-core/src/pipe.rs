@@ -12,17 +12,21 @@ use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::unix::pipe;
 use tokio::sync::{watch, Notify};
 use tokio_util::task::TaskTracker;
 
 use crate::client::{CloseOnDrop, Outbound};
+use crate::clip::Clipped;
 use crate::guard::GuardLimits;
 use crate::queue::{CloseReason, FrameQueue, QueueLimits};
 use crate::registry::Registry;
-use crate::room::{JoinKind, RoomCore};
+use crate::room::JoinKind;
+use crate::session::{
+    self, Batch, PeerReader, PeerWriter, Received, SendFailed, Sent, SessionConfig,
+};
 use crate::wake::Waker;
 
 /// Bytes of the length prefix.
@@ -216,11 +220,11 @@ async fn serve_peer(
     let lease = match acquired {
         Ok(Ok(lease)) => lease,
         Ok(Err(error)) => {
-            tracing::warn!(room = %id, %error, "pipe join refused");
+            tracing::warn!(room = %Clipped(&id), %error, "pipe join refused");
             return;
         }
         Err(_) => {
-            tracing::warn!(room = %id, "room took too long to open");
+            tracing::warn!(room = %Clipped(&id), "room took too long to open");
             return;
         }
     };
@@ -228,78 +232,102 @@ async fn serve_peer(
     let notify = Arc::new(Notify::new());
     let queue = Arc::new(FrameQueue::new(config.queue, Waker::Tokio(notify.clone())));
     let member = core.join(queue.clone(), JoinKind::Peer);
-    let mut writer = tokio::spawn(write_member(writer, queue.clone(), core.clone(), notify));
-    let mut reader = BufReader::with_capacity(BUFFER_BYTES, reader);
-
-    let reason = loop {
-        let next = tokio::select! {
-            next = read_frame(&mut reader, config.max_message_bytes) => next,
-            _ = shutdown.wait_for(|stopping| *stopping) => {
-                break CloseReason::new(1001, "server shutting down");
-            }
-        };
-        match next {
-            Ok(Some(frame)) => {
-                if let Err(error) = core.handle_frame(member, &frame) {
-                    tracing::warn!(room = %id, %error, "ending pipe member");
-                    break error.close_reason();
-                }
-            }
-            Ok(None) => break CloseReason::normal(),
-            Err(error) => {
-                tracing::debug!(room = %id, %error, "pipe member lost");
-                break CloseReason::new(1006, "");
-            }
-        }
+    let session = SessionConfig {
+        keepalive: None,
+        close_grace: config.close_timeout,
+        drain_timeout: config.close_timeout,
     };
-    core.leave(member);
-    queue.close(reason);
-    if tokio::time::timeout(config.close_timeout, &mut writer)
-        .await
-        .is_err()
-    {
-        tracing::debug!(room = %id, "pipe peer stopped reading; dropping it");
-        writer.abort();
-    }
+    let stop = async move {
+        let _ = shutdown.wait_for(|stopping| *stopping).await;
+    };
+    let reader = PipeReader {
+        reader,
+        buffer: BytesMut::new(),
+        max: config.max_message_bytes,
+    };
+    let writer = PipeWriter(BufWriter::with_capacity(BUFFER_BYTES, writer));
+    session::serve(
+        core,
+        member,
+        queue,
+        notify,
+        reader,
+        writer,
+        Vec::new(),
+        session,
+        stop,
+    )
+    .await;
     drop(lease);
 }
 
-/// Drains a member's queue into the stream; closes the stream's sending side at the end.
-async fn write_member(
-    writer: Writer,
-    queue: Arc<FrameQueue>,
-    core: Arc<RoomCore>,
-    notify: Arc<Notify>,
-) {
-    let mut writer = BufWriter::with_capacity(BUFFER_BYTES, writer);
-    loop {
-        let drained = queue.drain();
-        let frames = if drained.overflowed {
-            core.resync_frames()
-        } else {
-            drained.frames
-        };
-        let mut sent = Ok(());
-        for frame in &frames {
-            sent = write_frame(&mut writer, frame).await;
-            if sent.is_err() {
-                break;
+/// The reading side of a pipe member. Frames are cut from a buffer of its own, so a read
+/// interrupted by the session (a shutdown, a ping) loses nothing of a frame half read.
+struct PipeReader {
+    reader: Reader,
+    buffer: BytesMut,
+    max: usize,
+}
+
+impl PeerReader for PipeReader {
+    async fn next(&mut self) -> Received {
+        loop {
+            let needed = match self.buffer.get(..HEADER_BYTES) {
+                Some(header) => {
+                    let len =
+                        u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+                    if len > self.max {
+                        return Received::Ended(CloseReason::new(1009, "message too big"));
+                    }
+                    if self.buffer.len() >= HEADER_BYTES + len {
+                        self.buffer.advance(HEADER_BYTES);
+                        return Received::Frame(self.buffer.split_to(len).freeze());
+                    }
+                    HEADER_BYTES + len - self.buffer.len()
+                }
+                None => HEADER_BYTES - self.buffer.len(),
+            };
+            // Grown as bytes arrive: a peer declaring a huge length allocates nothing it does
+            // not send.
+            self.buffer
+                .reserve(needed.clamp(HEADER_BYTES, BUFFER_BYTES));
+            match self.reader.read_buf(&mut self.buffer).await {
+                Ok(0) if self.buffer.is_empty() => return Received::Ended(CloseReason::normal()),
+                Ok(0) => return Received::Ended(CloseReason::new(1006, "")),
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::debug!(%error, "pipe member lost");
+                    return Received::Ended(CloseReason::new(1006, ""));
+                }
             }
         }
-        if sent.is_ok() && !frames.is_empty() {
-            sent = writer.flush().await.map_err(FrameError::from);
+    }
+}
+
+/// The writing side of a pipe member: length-prefixed frames, flushed per batch.
+struct PipeWriter(BufWriter<Writer>);
+
+impl PeerWriter for PipeWriter {
+    async fn send(&mut self, batch: Batch<'_>) -> Result<Sent, SendFailed> {
+        if batch.frames.is_empty() {
+            return Ok(if batch.close.is_some() {
+                Sent::Closed
+            } else {
+                Sent::Nothing
+            });
         }
-        if sent.is_err() {
-            queue.close(CloseReason::new(1006, ""));
-            return;
+        for frame in batch.frames {
+            write_frame(&mut self.0, frame)
+                .await
+                .map_err(|_| SendFailed::Gone)?;
         }
-        if drained.closed.is_some() {
-            let _ = writer.shutdown().await;
-            return;
-        }
-        if frames.is_empty() {
-            notify.notified().await;
-        }
+        self.0.flush().await.map_err(|_| SendFailed::Gone)?;
+        Ok(Sent::Some)
+    }
+
+    async fn finish(mut self) {
+        // The pipe's end of stream is its close.
+        let _ = self.0.shutdown().await;
     }
 }
 

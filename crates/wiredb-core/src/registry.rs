@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
 
+use crate::clip::Clipped;
 use crate::room::{RoomCore, RoomLimits};
 
 /// Called by the registry, never under its lock. Both must not block: they hand the work to
@@ -156,7 +157,7 @@ impl Registry {
         {
             let mut rooms = self.lock();
             let Some(Slot::Opening(waiters)) = rooms.remove(id) else {
-                tracing::warn!(room = %id, "opened a room that nobody was waiting for");
+                tracing::warn!(room = %Clipped(id), "opened a room that nobody was waiting for");
                 return;
             };
             rooms.insert(

@@ -9,7 +9,7 @@
 //! frames keep the room busy to its own and the room's [`Work`]: past either, it is refused.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ use yrs::{Doc, ReadTxn, StateVector, Transact};
 
 use crate::awareness::{AwarenessError, AwarenessLimits, AwarenessTable, MemberId};
 use crate::budget::{self, Memory, Work, WorkLimits};
+use crate::clip::Clipped;
 use crate::guard::{self, GuardError, GuardLimits};
 use crate::protocol::{messages, DecodeError, Message};
 use crate::queue::{CloseReason, FrameQueue, Pushed};
@@ -213,7 +214,7 @@ impl RoomState {
         if let Some(update) = guard::encode_state(&self.doc, sv) {
             return update;
         }
-        tracing::warn!(room = %room, "the document could not be encoded; rebuilding it");
+        tracing::warn!(room = %Clipped(room), "the document could not be encoded; rebuilding it");
         self.changed();
         self.doc = guard::rebuild(&self.doc, None, &self.limits.guard);
         guard::encode_state(&self.doc, sv).unwrap_or_else(|| crate::protocol::EMPTY_UPDATE.to_vec())
@@ -292,6 +293,17 @@ pub struct RoomCore {
     next_member: AtomicU64,
     /// Updates wait to be applied: any frame may set off a long run of applies.
     has_waiting: AtomicBool,
+    /// Frames being handled that may take long (see [`RoomCore::heavy`]).
+    heavy: AtomicUsize,
+}
+
+/// A heavy frame being handled; see [`RoomCore::heavy`].
+pub struct Heavy<'a>(&'a AtomicUsize);
+
+impl Drop for Heavy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for RoomCore {
@@ -319,6 +331,7 @@ impl RoomCore {
             }),
             next_member: AtomicU64::new(1),
             has_waiting: AtomicBool::new(false),
+            heavy: AtomicUsize::new(0),
         })
     }
 
@@ -333,9 +346,22 @@ impl RoomCore {
         &self.id
     }
 
-    /// Whether updates wait for edits the room lacks (a frame may then cost many applies).
-    pub fn has_waiting(&self) -> bool {
-        self.has_waiting.load(Ordering::Relaxed)
+    /// Whether a frame of `len` bytes may keep the room busy for long: it is large, updates
+    /// wait (any frame may then set off a long run of applies), or another such frame is being
+    /// handled (the room's lock is then held for long). A server hands such frames off the
+    /// threads that serve every other connection; holding the returned guard while doing so
+    /// marks the room busy.
+    pub fn heavy(&self, len: usize) -> Option<Heavy<'_>> {
+        const HEAVY_FRAME_BYTES: usize = 64 << 10;
+        if len >= HEAVY_FRAME_BYTES
+            || self.has_waiting.load(Ordering::Relaxed)
+            || self.heavy.load(Ordering::Relaxed) > 0
+        {
+            self.heavy.fetch_add(1, Ordering::Relaxed);
+            Some(Heavy(&self.heavy))
+        } else {
+            None
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, RoomState> {
@@ -493,7 +519,7 @@ impl RoomCore {
             .is_none_or(|m| m.work.spend(spent, now));
         handled?;
         if !(room_ok && member_ok) {
-            tracing::warn!(room = %self.id, member, "a member kept the room too busy: refusing it");
+            tracing::warn!(room = %Clipped(&self.id), member, "a member kept the room too busy: refusing it");
             return Err(RoomError::TooMuchWork);
         }
         Ok(())
@@ -688,7 +714,7 @@ impl RoomCore {
     ) -> Result<bool, GuardError> {
         guard::apply_checked(&state.doc, update).inspect_err(|error| {
             if matches!(error, GuardError::Panicked(_)) {
-                tracing::warn!(room = %self.id, "an update broke the document; rebuilding it");
+                tracing::warn!(room = %Clipped(&self.id), "an update broke the document; rebuilding it");
                 state.doc = guard::rebuild(&state.doc, None, &state.limits.guard);
             }
         })
@@ -716,7 +742,7 @@ impl RoomCore {
                     state.waiting.advanced(clients, &sv);
                 }
                 Err(error) => {
-                    tracing::warn!(room = %self.id, member = waiting.member, %error, "a waiting update was refused");
+                    tracing::warn!(room = %Clipped(&self.id), member = waiting.member, %error, "a waiting update was refused");
                     state.release_document(waiting.cost);
                 }
             }
@@ -865,6 +891,121 @@ mod tests {
         let mut txn = doc.transact_mut();
         t.insert(&mut txn, 0, text);
         txn.encode_update_v1().into()
+    }
+
+    /// `n` one-character edits of one client, each its own update: prepends (each a struct
+    /// of its own in the document) or appends (merged by yrs into one).
+    fn typed(n: usize, prepend: bool) -> Vec<Bytes> {
+        let doc = Doc::with_client_id(7);
+        let t = doc.get_or_insert_text("text");
+        (0..n)
+            .map(|i| {
+                let mut txn = doc.transact_mut();
+                t.insert(&mut txn, if prepend { 0 } else { i as u32 }, "a");
+                txn.encode_update_v1().into()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_quota_counts_what_a_document_costs_in_memory_not_its_bytes() {
+        let limits = RoomLimits {
+            max_document_bytes: 1 << 20,
+            ..RoomLimits::default()
+        };
+        // 10,000 prepends in one update: about 70 KB on the wire, 2 MB in a yrs document.
+        let doc = Doc::with_client_id(7);
+        let t = doc.get_or_insert_text("text");
+        let mut txn = doc.transact_mut();
+        for _ in 0..10_000 {
+            t.insert(&mut txn, 0, "a");
+        }
+        let prepends: Bytes = txn.encode_update_v1().into();
+        drop(txn);
+        assert!(prepends.len() < 100_000);
+        let room = RoomCore::new("r", limits);
+        let member = synced_peer(&room, &queue());
+        assert!(matches!(
+            room.handle(member, Message::Update(prepends)),
+            Err(RoomError::Quota { .. })
+        ));
+        assert_eq!(room.document_cost(), 0);
+    }
+
+    #[test]
+    fn typing_is_measured_before_it_is_refused() {
+        // 20,000 keystrokes are estimated at 4 MB, but yrs merges them into one item: the
+        // room measures the document when the estimate passes the quota, and takes them all.
+        let limits = RoomLimits {
+            max_document_bytes: 1 << 20,
+            ..RoomLimits::default()
+        };
+        let room = RoomCore::new("r", limits);
+        let member = synced_peer(&room, &queue());
+        for update in typed(20_000, false) {
+            room.handle(member, Message::Update(update)).unwrap();
+        }
+        assert_eq!(text_of(&room.encode_state_as_update()).len(), 20_000);
+        assert!(room.document_cost() <= 1 << 20);
+        // Prepends are as costly as estimated: refused once past the quota.
+        let room = RoomCore::new("r", limits);
+        let member = synced_peer(&room, &queue());
+        let refused = typed(20_000, true)
+            .into_iter()
+            .map(|u| room.handle(member, Message::Update(u)))
+            .position(|r| matches!(r, Err(RoomError::Quota { .. })));
+        assert!(refused.is_some_and(|at| at < 10_000), "{refused:?}");
+    }
+
+    #[test]
+    fn requests_that_cost_an_encode_are_answered_once_per_frame() {
+        let room = RoomCore::new("r", RoomLimits::default());
+        let q = queue();
+        let member = synced_peer(&room, &q);
+        room.handle(
+            member,
+            Message::Awareness(crate::awareness::encode_update([(5, 1, &b"{}"[..])])),
+        )
+        .unwrap();
+        q.drain();
+        let mut frame = Vec::new();
+        for _ in 0..1000 {
+            frame.extend_from_slice(&Message::QueryAwareness.encode());
+            frame.extend_from_slice(&Message::SyncStep1(Bytes::from_static(&[0])).encode());
+        }
+        room.handle_frame(member, &Bytes::from(frame)).unwrap();
+        let answers = messages(&q);
+        assert_eq!(answers.len(), 2, "{answers:?}");
+        assert!(matches!(answers[0], Message::SyncStep2(_)));
+        assert!(matches!(answers[1], Message::Awareness(_)));
+    }
+
+    #[test]
+    fn a_member_that_keeps_the_room_busy_is_refused() {
+        let limits = RoomLimits {
+            member_work: WorkLimits {
+                rate: 0.0,
+                burst: Duration::from_millis(20),
+            },
+            ..RoomLimits::default()
+        };
+        let room = RoomCore::new("r", limits);
+        let member = synced_peer(&room, &queue());
+        let refused = typed(200_000, true)
+            .chunks(500)
+            .map(|updates| {
+                let mut frame = Vec::new();
+                for update in updates {
+                    frame.extend_from_slice(&Message::Update(update.clone()).encode());
+                }
+                room.handle_frame(member, &Bytes::from(frame))
+            })
+            .position(|r| matches!(r, Err(RoomError::TooMuchWork)));
+        assert!(refused.is_some(), "never refused");
+        // Another member is served as before.
+        let other = synced_peer(&room, &queue());
+        room.handle_frame(other, &Message::Update(edit("x")).encode())
+            .unwrap();
     }
 
     #[test]

@@ -1,17 +1,12 @@
 //! The WebSocket server: accepts connections, maps each URL path to a room, and pumps frames
 //! between the socket and the room core. Entirely on tokio: no Python runs per message.
 //!
-//! Per connection: the handshake (the `Origin` checked there), then the decision about who
-//! may join (a signed token verified here, or the authorization hook asked, with what the
-//! connection sends meanwhile capped), then the room. In the room a reader (this task) hands
-//! frames to the room; a writer task drains the member's bounded queue to the socket. A member
-//! whose queue overflows is resynchronised from the room's full state; a message that fails to
-//! decode or apply closes only its sender.
-//!
-//! Closing is a handshake: whoever closes a member (the server stopping, a kick) closes its
-//! queue; the writer sends what was queued, then the close frame, and the reader goes on
-//! handling what the peer sent before it saw that frame until the peer answers (or
-//! `close_grace` passes). So an update a client sent before it learnt of the close is not lost.
+//! Per connection: the request head (plain HTTP is answered here, see [`crate::http`]), the
+//! WebSocket handshake (the `Origin` checked there), then the decision about who may join (a
+//! signed token verified here, or the authorization hook asked, with what the connection sends
+//! meanwhile capped), then the room, where the member is served by [`crate::session`] over the
+//! socket's two halves: tungstenite reads, and the member's writer frames what it sends itself
+//! (see [`crate::socket`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,11 +34,15 @@ use crate::auth::{
     leading_token, Asked, AuthConfig, Decision, PendingFrames, Request as JoinRequest,
     CLOSE_POLICY, CLOSE_TRY_AGAIN, CLOSE_UNAUTHORIZED, TOKEN_PARAM,
 };
+use crate::clip::Clipped;
 use crate::connections::{Connections, Registration};
 use crate::http;
 use crate::queue::{CloseReason, FrameQueue, QueueLimits};
 use crate::registry::{Lease, Registry};
-use crate::room::{Access, RoomCore, RoomError, RoomLimits};
+use crate::room::{Access, RoomCore, RoomLimits};
+use crate::session::{
+    self, Batch, PeerReader, PeerWriter, Received, SendFailed, Sent, SessionConfig,
+};
 use crate::socket::{self, Control, MemberSocket};
 use crate::token::unix_now;
 use crate::wake::Waker;
@@ -378,7 +377,7 @@ async fn open_connection(
     let (access, identity, pending) = match admitted {
         Ok(admitted) => admitted,
         Err(reason) => {
-            tracing::debug!(room = %room_id, %peer, code = reason.code, reason = %reason.reason, "refused");
+            tracing::debug!(room = %Clipped(&room_id), %peer, code = reason.code, reason = %Clipped(&reason.reason), "refused");
             close_socket(ws, &reason).await;
             return None;
         }
@@ -395,12 +394,12 @@ async fn open_connection(
     let lease = match acquired {
         Ok(Ok(lease)) => lease,
         Ok(Err(error)) => {
-            tracing::warn!(room = %room_id, %peer, %error, "join refused");
+            tracing::warn!(room = %Clipped(&room_id), %peer, %error, "join refused");
             close_socket(ws, &CloseReason::new(1011, "room could not be opened")).await;
             return None;
         }
         Err(_) => {
-            tracing::warn!(room = %room_id, %peer, "room took too long to open");
+            tracing::warn!(room = %Clipped(&room_id), %peer, "room took too long to open");
             close_socket(ws, &CloseReason::new(1013, "room not ready")).await;
             return None;
         }
@@ -533,11 +532,9 @@ async fn next_pending(
         Some(Ok(WsMessage::Text(text))) => (None, text.len()),
         // Pings are answered by tungstenite; they count for nothing here.
         Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => return Ok(None),
-        Some(Ok(WsMessage::Close(_))) | None => return Err(CloseReason::normal()),
-        Some(Err(WsError::Capacity(_))) => {
-            return Err(CloseReason::new(1009, "message too big"));
-        }
-        Some(Err(_)) => return Err(CloseReason::new(1006, "")),
+        Some(Ok(WsMessage::Close(frame))) => return Err(answer_to_close(frame.as_ref())),
+        None => return Err(CloseReason::normal()),
+        Some(Err(error)) => return Err(read_error_reason(&error, ws.get_ref())),
     };
     if !pending.push(frame.clone(), len, auth) {
         return Err(CloseReason::new(
@@ -576,12 +573,9 @@ async fn serve_member(
     let Some((out, control)) = stream.get_mut().take_writer(notify.clone()) else {
         return;
     };
-    let writer = Writer {
+    let writer = WsWriter {
         out,
-        queue: queue.clone(),
         control,
-        core: core.clone(),
-        notify,
         write_timeout: config.write_timeout,
     };
     let member = match connections.join(id, &core, queue.clone()) {
@@ -589,100 +583,54 @@ async fn serve_member(
         Err(reason) => {
             // Closed while its room opened: the close frame goes out through the writer.
             queue.close(reason);
-            Box::pin(write_loop(writer)).await;
+            Box::pin(session::write_loop(writer, queue, core, notify)).await;
             return;
         }
     };
-    let mut writer = tokio::spawn(write_loop(writer));
-    let mut writer_done = false;
-
-    let mut ping = tokio::time::interval(config.ping_interval);
-    ping.reset();
-    let mut last_seen = tokio::time::Instant::now();
-    // Set once the member is closing: the peer has until then to answer the close frame.
-    let mut closing_until: Option<tokio::time::Instant> = None;
-    let mut failed = None;
-    for frame in pending {
-        if let Err(error) = core.handle_frame(member, &frame) {
-            failed = Some(error);
-            break;
-        }
-    }
-    let reason = loop {
-        if let Some(error) = failed.take() {
-            tracing::warn!(room = %core.id(), %peer, %error, "closing connection");
-            break error.close_reason();
-        }
-        let grace = closing_until.unwrap_or_else(tokio::time::Instant::now);
-        let next = tokio::select! {
-            next = stream.next() => next,
-            _ = shutdown.changed(), if closing_until.is_none() => {
-                queue.close(CloseReason::new(1001, "server shutting down"));
-                closing_until = Some(tokio::time::Instant::now() + config.close_grace);
-                continue;
-            }
-            _ = &mut writer, if !writer_done => {
-                // The close frame is out (or the socket is gone): wait for the answer.
-                writer_done = true;
-                let until = tokio::time::Instant::now() + config.close_grace;
-                closing_until = Some(closing_until.map_or(until, |t| t.min(until)));
-                continue;
-            }
-            _ = tokio::time::sleep_until(grace), if closing_until.is_some() => {
-                break CloseReason::new(1001, "");
-            }
-            _ = ping.tick(), if closing_until.is_none() => {
-                if last_seen.elapsed() >= config.idle_timeout {
-                    tracing::debug!(room = %core.id(), %peer, "idle: closing");
-                    break CloseReason::new(1001, "idle timeout");
-                }
-                queue.push_ping();
-                continue;
-            }
-        };
-        last_seen = tokio::time::Instant::now();
-        match next {
-            Some(Ok(WsMessage::Binary(frame))) => {
-                let handled = handle_off_workers(&core, member, &frame);
-                drop(frame);
-                stream.get_mut().settle();
-                match handled {
-                    Ok(()) => {}
-                    // Closed from outside (a kick): its close frame is on its way.
-                    Err(RoomError::NotAMember) => {}
-                    Err(error) => failed = Some(error),
-                }
-            }
-            Some(Ok(WsMessage::Close(frame))) => break answer_to_close(frame.as_ref()),
-            None => break CloseReason::normal(),
-            // Text frames are not part of the protocol; pings are answered by tungstenite.
-            Some(Ok(_)) => stream.get_mut().settle(),
-            Some(Err(error)) => {
-                let reason = read_error_reason(&error, stream.get_ref());
-                tracing::debug!(room = %core.id(), %peer, %error, code = reason.code, "closing connection");
-                break reason;
-            }
-        }
+    let session = SessionConfig {
+        keepalive: Some((config.ping_interval, config.idle_timeout)),
+        close_grace: config.close_grace,
+        // The writer's own write timeout bounds each of its sends.
+        drain_timeout: Duration::MAX,
     };
-    core.leave(member);
-    queue.close(reason);
-    if !writer_done {
-        let _ = writer.await;
-    }
+    let stop = async move {
+        let _ = shutdown.wait_for(|stopping| *stopping).await;
+    };
+    let reason = session::serve(
+        core.clone(),
+        member,
+        queue,
+        notify,
+        WsReader(stream),
+        writer,
+        pending,
+        session,
+        stop,
+    )
+    .await;
+    tracing::debug!(room = %Clipped(core.id()), %peer, code = reason.code, "connection closed");
 }
 
-/// Frames at least this large (and any frame while the room holds updates waiting to be
-/// applied) are handled with the worker handed over to another thread, so that one busy room
-/// never holds up accepting, hand-shaking and the other rooms.
-const HEAVY_FRAME_BYTES: usize = 64 << 10;
+/// The reading side of a member's WebSocket.
+struct WsReader(WebSocketStream<MemberSocket>);
 
-fn handle_off_workers(core: &RoomCore, member: u64, frame: &Bytes) -> Result<(), RoomError> {
-    let multi_thread = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if multi_thread && (frame.len() >= HEAVY_FRAME_BYTES || core.has_waiting()) {
-        tokio::task::block_in_place(|| core.handle_frame(member, frame))
-    } else {
-        core.handle_frame(member, frame)
+impl PeerReader for WsReader {
+    async fn next(&mut self) -> Received {
+        match self.0.next().await {
+            Some(Ok(WsMessage::Binary(frame))) => Received::Frame(frame),
+            Some(Ok(WsMessage::Close(frame))) => Received::Ended(answer_to_close(frame.as_ref())),
+            None => Received::Ended(CloseReason::normal()),
+            // Text frames are not part of the protocol; pings are answered by tungstenite.
+            Some(Ok(_)) => Received::Other,
+            Some(Err(error)) => {
+                tracing::debug!(%error, "reading a WebSocket failed");
+                Received::Ended(read_error_reason(&error, self.0.get_ref()))
+            }
+        }
+    }
+
+    fn handled(&mut self) {
+        self.0.get_mut().settle();
     }
 }
 
@@ -715,23 +663,6 @@ fn close_frame(reason: &CloseReason) -> CloseFrame {
     }
 }
 
-/// Turns of the scheduler a woken writer waits at most while its queue keeps growing.
-/// `send(2)` calls per delivery, alternating builds (one quiet machine, 2026-11-27): w1
-/// 0.17-0.18 -> 0.095-0.099, w2 0.41-0.43 -> 0.37-0.38, w5 0.09-0.22 -> 0.10-0.14 (one
-/// run of six at 0.22); w1 latency p50 unchanged (340-390 us both). 8 turns made w1 slower.
-const EXTRA_TURNS: usize = 3;
-
-/// What a member's writer needs: the socket's write half and what it sends.
-struct Writer {
-    out: OwnedWriteHalf,
-    queue: Arc<FrameQueue>,
-    /// What tungstenite wrote (pongs, the answer to the peer's close).
-    control: Arc<Control>,
-    core: Arc<RoomCore>,
-    notify: Arc<Notify>,
-    write_timeout: Duration,
-}
-
 /// Frames at least this large are written from the room's buffer, which every member shares,
 /// instead of being copied into the member's batch: one broadcast is held once, not once per
 /// member (a 30 MB message to 100 members peaked at 2.3 GB when each writer copied it).
@@ -740,10 +671,63 @@ const SHARED_FRAME_BYTES: usize = 16 << 10;
 /// A batch is sent once it holds this much: what a writer copies is bounded too.
 const MAX_BATCH_BYTES: usize = 256 << 10;
 
-/// Why a writer stopped sending.
-enum SendFailed {
-    Io,
-    TimedOut,
+/// The writing side of a member's WebSocket: the socket's write half, and what tungstenite
+/// still writes (pongs, the answer to the peer's close).
+struct WsWriter {
+    out: OwnedWriteHalf,
+    control: Arc<Control>,
+    write_timeout: Duration,
+}
+
+impl PeerWriter for WsWriter {
+    async fn send(&mut self, batch: Batch<'_>) -> Result<Sent, SendFailed> {
+        // tungstenite's answers first (they answer what the peer sent before), then the batch.
+        let (mut bytes, answered_close) = self.control.take();
+        if answered_close {
+            // The peer closed and tungstenite answered: nothing may follow a close frame.
+            send(&mut self.out, &bytes, self.write_timeout).await?;
+            return Ok(Sent::Closed);
+        }
+        if bytes.is_empty() && batch.frames.is_empty() && !batch.ping && batch.close.is_none() {
+            return Ok(Sent::Nothing);
+        }
+        if !batch.frames.is_empty() {
+            // Sized once: a header is at most 10 bytes (and a ping 2, a close frame 127).
+            let copied: usize = batch
+                .frames
+                .iter()
+                .map(|f| {
+                    10 + if f.len() < SHARED_FRAME_BYTES {
+                        f.len()
+                    } else {
+                        0
+                    }
+                })
+                .sum();
+            bytes.reserve(copied.min(MAX_BATCH_BYTES) + 2 + 127);
+        }
+        if batch.ping {
+            socket::ping_frame(&mut bytes);
+        }
+        send_frames(&mut self.out, &mut bytes, batch.frames, self.write_timeout).await?;
+        if let Some(reason) = batch.close {
+            socket::close_frame(&mut bytes, reason);
+        }
+        if !bytes.is_empty() {
+            send(&mut self.out, &bytes, self.write_timeout).await?;
+        }
+        Ok(if batch.close.is_some() {
+            Sent::Closed
+        } else {
+            Sent::Some
+        })
+    }
+
+    async fn finish(self) {
+        // The socket closes when the connection ends, after the peer answered the close frame
+        // (dropping the half would send a FIN at once).
+        self.out.forget();
+    }
 }
 
 async fn send(out: &mut OwnedWriteHalf, bytes: &[u8], timeout: Duration) -> Result<(), SendFailed> {
@@ -751,7 +735,7 @@ async fn send(out: &mut OwnedWriteHalf, bytes: &[u8], timeout: Duration) -> Resu
     // would otherwise carry it.
     match Box::pin(tokio::time::timeout(timeout, out.write_all(bytes))).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(SendFailed::Io),
+        Ok(Err(_)) => Err(SendFailed::Gone),
         Err(_) => Err(SendFailed::TimedOut),
     }
 }
@@ -779,96 +763,6 @@ async fn send_frames(
         }
     }
     Ok(())
-}
-
-async fn write_loop(writer: Writer) {
-    let Writer {
-        mut out,
-        queue,
-        control,
-        core,
-        notify,
-        write_timeout,
-    } = writer;
-    loop {
-        let drained = queue.drain();
-        let frames = if drained.overflowed {
-            core.resync_frames()
-        } else {
-            drained.frames
-        };
-        // tungstenite's answers first (they answer what the peer sent before), then the batch.
-        let (mut batch, answered_close) = control.take();
-        let sent_any = !batch.is_empty() || !frames.is_empty() || drained.ping;
-        let result = if answered_close {
-            // The peer closed and tungstenite answered: nothing may follow a close frame.
-            send(&mut out, &batch, write_timeout)
-                .await
-                .map(|()| Some(CloseReason::normal()))
-        } else {
-            if !frames.is_empty() {
-                // Sized once: a header is at most 10 bytes (and a ping 2, a close frame 127).
-                let copied: usize = frames
-                    .iter()
-                    .map(|f| {
-                        if f.len() < SHARED_FRAME_BYTES {
-                            f.len() + 10
-                        } else {
-                            10
-                        }
-                    })
-                    .sum();
-                batch.reserve(copied.min(MAX_BATCH_BYTES) + 2 + 127);
-            }
-            if drained.ping {
-                socket::ping_frame(&mut batch);
-            }
-            let mut sent = send_frames(&mut out, &mut batch, &frames, write_timeout).await;
-            drop(frames);
-            // 1006 means the socket is gone: there is nobody to send a close frame to.
-            if let Some(reason) = drained.closed.as_ref().filter(|r| r.code != 1006) {
-                socket::close_frame(&mut batch, reason);
-            }
-            if sent.is_ok() && !batch.is_empty() {
-                sent = send(&mut out, &batch, write_timeout).await;
-            }
-            sent.map(|()| drained.closed)
-        };
-        match result {
-            Ok(Some(_)) => break,
-            Ok(None) => {}
-            Err(failed) => {
-                if let SendFailed::TimedOut = failed {
-                    // Not reading: no close frame could get through either.
-                    tracing::warn!(room = %core.id(), "peer stopped reading: closing connection");
-                }
-                queue.close(CloseReason::new(1006, ""));
-                break;
-            }
-        }
-        if !sent_any {
-            notify.notified().await;
-            // Woken by the first frame for this peer: let the tasks that are ready (other
-            // peers' readers, whose frames may be for this peer too) run first, so that one
-            // send(2) carries what they add. On loopback a send costs the sender the
-            // receiver's TCP work as well, and under load it was over half the server's CPU.
-            tokio::task::yield_now().await;
-            // Still growing: the room is busy, and waiting one more turn of the scheduler (a
-            // few more readers) costs less than a send each turn. Idle rooms send at once.
-            let mut waiting = queue.waiting();
-            for _ in 0..EXTRA_TURNS {
-                tokio::task::yield_now().await;
-                let now = queue.waiting();
-                if now == waiting {
-                    break;
-                }
-                waiting = now;
-            }
-        }
-    }
-    // The socket closes when the connection ends, after the peer answered the close frame
-    // (dropping the half would send a FIN at once).
-    out.forget();
 }
 
 #[cfg(test)]

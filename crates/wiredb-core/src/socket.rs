@@ -131,7 +131,10 @@ impl MemberSocket {
 
     /// The messages read so far are handled: what tungstenite held for them is free.
     pub fn settle(&mut self) {
-        Memory::process().release(self.charged);
+        // Most messages were never charged: the process's count is left alone for them.
+        if self.charged > 0 {
+            Memory::process().release(self.charged);
+        }
         self.unsettled = 0;
         self.charged = 0;
     }
