@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from anyio import TASK_STATUS_IGNORED, to_thread
@@ -41,6 +42,7 @@ def test_clipping_keeps_short_text_and_cuts_long_text_with_its_length() -> None:
     from wiredb._log import bounded_traceback, clip, clipped
 
     assert clip("room") == "room"
+    assert clip("a\nforged\x1b[31m") == "a\\nforged\\x1b[31m"
     assert clipped("a\nb") == "'a\\nb'"
     long = clipped("x" * 1_000_000)
     assert len(long) < 250 and long.endswith("… (1000000 chars)")
@@ -71,6 +73,25 @@ async def test_a_refused_room_id_is_one_short_warning(
     native = capfd.readouterr().err
     assert "xxxxxxxx" in native  # the native side logged the refusal too, clipped
     assert all(len(line) < BOUND for line in native.splitlines())
+
+
+async def test_a_room_id_cannot_forge_a_log_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    caplog.set_level(logging.INFO, logger="wiredb")
+    # Refused (too long for a file name), so logged; the line break comes early, unclipped.
+    forged = "ab\nFORGED ERROR everything is fine " + "x" * 300
+    async with AsyncWebSocketServer(
+        file_room_factory(tmp_path), host="127.0.0.1", port=0
+    ) as server:
+        path = "/" + quote(forged)
+        assert await to_thread.run_sync(close_code, server.port, path) == 1011
+    native = capfd.readouterr().err
+    assert "xxxxxxxx" in native
+    assert not any(line.startswith("FORGED") for line in native.splitlines())
+    assert not any(
+        line.startswith("FORGED") for r in caplog.records for line in r.getMessage().splitlines()
+    )
 
 
 class FailingRoom(Room):

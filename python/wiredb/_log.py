@@ -3,6 +3,7 @@ it is logged, and a traceback is bounded too. Never log client-provided text wit
 
 from __future__ import annotations
 
+import re
 import traceback
 
 #: Characters of one client-provided value kept in a log line.
@@ -11,11 +12,20 @@ MAX_LOGGED_CHARS = 200
 MAX_TRACEBACK_LINES = 40
 
 
+# Control characters (a line break in a room id would start a forged log line).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return repr(match.group())[1:-1]
+
+
 def clip(text: str, limit: int = MAX_LOGGED_CHARS) -> str:
-    """`text` cut to `limit` characters, with an ellipsis and its full length if it was cut."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}… ({len(text)} chars)"
+    """`text` cut to `limit` characters, with an ellipsis and its full length if it was cut,
+    and its control characters escaped."""
+    kept = text if len(text) <= limit else text[:limit]
+    kept = _CONTROL.sub(_escape, kept)
+    return kept if len(text) <= limit else f"{kept}… ({len(text)} chars)"
 
 
 def clipped(value: object, limit: int = MAX_LOGGED_CHARS) -> str:

@@ -32,7 +32,8 @@ pub fn init() {
 }
 
 /// `text` with control characters escaped (no forged log lines), cut to `limit` characters
-/// with an ellipsis and its full length when longer.
+/// with an ellipsis and its full length when longer. (The crate has no Rust tests: this is
+/// checked from Python, `tests/test_log_bounds.py`.)
 pub fn clip(text: &str, limit: usize) -> String {
     let mut out = String::with_capacity(text.len().min(limit * 2) + 24);
     for (kept, c) in text.chars().enumerate() {
@@ -47,24 +48,4 @@ pub fn clip(text: &str, limit: usize) -> String {
         }
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn short_text_is_kept_and_long_text_is_cut_with_its_length() {
-        assert_eq!(clip("room", 200), "room");
-        let long = "é".repeat(10_000);
-        let clipped = clip(&long, 200);
-        assert!(clipped.starts_with(&"é".repeat(200)));
-        assert!(clipped.ends_with("… (20000 bytes)"));
-        assert!(clipped.chars().count() < 230);
-    }
-
-    #[test]
-    fn control_characters_cannot_start_a_new_line() {
-        assert_eq!(clip("a\nWARN forged", 200), "a\\nWARN forged");
-    }
 }
