@@ -346,14 +346,17 @@ class RoomManager(AsyncContextManagerMixin):
         closes).
 
         Raises:
-            ConnectionError: the room factory failed.
+            ConnectionError: the room factory failed, or the room failed as it opened.
         """
         pending = self._require_registry().join(id)
         while not pending.done:
             await wait_readable(pending.fd)
         pending.keep_open()
-        # Open in the registry means entered here, and nothing ran since it said so.
-        return self._rooms[id]
+        room = self._rooms.get(id)
+        if room is None:
+            # It failed (and was forgotten) before this task ran again.
+            raise ConnectionError(f"room {clipped(id)} failed as it opened")
+        return room
 
     async def _wait_stopped(self) -> None:
         """Returns once a wire reported (with a "stopped" event) that its peers are gone."""
