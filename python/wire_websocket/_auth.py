@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from http.cookies import CookieError, SimpleCookie
 from types import MappingProxyType
 from typing import Protocol
 from urllib.parse import parse_qs
 
 from anyio import CancelScope, move_on_after, wait_readable
 from anyio.abc import TaskGroup
+
+from wiredb._log import bounded_traceback, clipped, describe
 
 log = logging.getLogger("wire_websocket")
 
@@ -59,7 +61,8 @@ class Request:
     query: Mapping[str, list[str]]
     #: The headers, names in lower case (repeated headers joined with ", ").
     headers: Mapping[str, str]
-    #: The cookies of the `Cookie` header.
+    #: The cookies of the `Cookie` header(s): `name=value` pairs split at `;`, a value in
+    #: double quotes unquoted; of a name given twice, the last value.
     cookies: Mapping[str, str]
     #: The peer's address and port (a proxy's, behind one: see `x-forwarded-for`).
     peer: tuple[str, int]
@@ -69,31 +72,68 @@ class Request:
     @classmethod
     def _from_native(cls, native: NativeRequest) -> Request:
         id, path, room, query, raw_headers, host, port = native
-        headers: dict[str, str] = {}
+        # Joined once each, not by repeated concatenation: linear in what the client sent.
+        values: dict[str, list[str]] = {}
         for name, value in raw_headers:
-            name = name.lower()
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+            values.setdefault(name.lower(), []).append(value)
+        headers = {name: ", ".join(each) for name, each in values.items()}
+        # Each Cookie header parsed on its own ("; " separates pairs, not ", ").
+        cookies: dict[str, str] = {}
+        for header in values.get("cookie", ()):
+            cookies.update(parse_cookies(header))
         return cls(
             id=id,
             path=path,
             room=room,
             query=MappingProxyType(parse_qs(query, keep_blank_values=True)),
             headers=MappingProxyType(headers),
-            cookies=MappingProxyType(_cookies(headers.get("cookie", ""))),
+            cookies=MappingProxyType(cookies),
             peer=(host, port),
             query_string=query,
         )
 
 
-def _cookies(header: str) -> dict[str, str]:
-    jar: SimpleCookie = SimpleCookie()
-    try:
-        jar.load(header)
-    except CookieError:
-        # A malformed header: keep the pairs that read plainly.
-        pairs = (part.strip().partition("=") for part in header.split(";"))
-        return {name: value for name, sep, value in pairs if sep and name}
-    return {name: morsel.value for name, morsel in jar.items()}
+def parse_cookies(header: str) -> dict[str, str]:
+    """The cookies of one `Cookie` header, in one pass: linear in its length whatever it holds.
+
+    Not `http.cookies`: before CPython 3.11.10 its unquoting is quadratic in backslashes
+    (CVE-2024-7592), and it runs on the event loop for every connection, before any hook.
+    Pairs are split at `;`, names and values stripped; a pair without `=` or a name is
+    skipped; a value in double quotes is unquoted (`\\"` and `\\ooo` octal escapes, as
+    `http.cookies` writes them).
+    """
+    cookies: dict[str, str] = {}
+    start, end = 0, len(header)
+    while start < end:
+        # Every search starts where the last one stopped: each character is looked at once
+        # by `;` and at most once more by `=`.
+        stop = header.find(";", start)
+        if stop < 0:
+            stop = end
+        equals = header.find("=", start, stop)
+        if equals >= 0:
+            name = header[start:equals].strip()
+            if name:
+                cookies[name] = _unquote(header[equals + 1 : stop].strip())
+        start = stop + 1
+    return cookies
+
+
+# A backslash and what it escapes: three octal digits, or any one character. Fixed length,
+# tried once per position: `re.sub` with it is linear.
+_ESCAPE = re.compile(r"\\(?:([0-3][0-7][0-7])|(.))", re.DOTALL)
+
+
+def _unescape(match: re.Match[str]) -> str:
+    octal, char = match.groups()
+    return chr(int(octal, 8)) if octal is not None else char
+
+
+def _unquote(value: str) -> str:
+    if len(value) < 2 or value[0] != '"' or value[-1] != '"':
+        return value
+    inner = value[1:-1]
+    return _ESCAPE.sub(_unescape, inner) if "\\" in inner else inner
 
 
 @dataclass(frozen=True)
@@ -183,7 +223,13 @@ async def serve_authorizations(
                 # Cancelled even if its task has not entered it yet.
                 scope.cancel()
         for native in requests:
-            request = Request._from_native(native)
+            try:
+                request = Request._from_native(native)
+            except Exception as error:
+                # One odd request must not end the loop that decides every other one.
+                log.error("could not read the request %s: %s", clipped(native[1]), describe(error))
+                gate.decide(native[0], False, False, None, 1011, "authorization failed")
+                continue
             scope = deciding[request.id] = CancelScope()
             task_group.start_soon(_decide_in, scope, deciding, gate, authorize, timeout, request)
 
@@ -203,7 +249,7 @@ async def _decide_in(
         if deciding.get(request.id) is scope:
             del deciding[request.id]
     if scope.cancelled_caught:
-        log.debug("%s stopped waiting: its authorization hook was cancelled", request.path)
+        log.debug("%s stopped waiting: its authorization hook was cancelled", clipped(request.path))
 
 
 async def decide(gate: Gate, authorize: Authorize, timeout: float, request: Request) -> None:
@@ -215,22 +261,33 @@ async def decide(gate: Gate, authorize: Authorize, timeout: float, request: Requ
         try:
             outcome = authorize(request)
             decision = await outcome if inspect.isawaitable(outcome) else outcome
-        except Exception:
-            log.exception("the authorization hook failed for %s", request.path)
+        except Exception as error:
+            log.error(
+                "the authorization hook failed for %s:\n%s",
+                clipped(request.path),
+                bounded_traceback(error),
+            )
             decision = Deny(1011, "authorization failed")
     if decision is None:
-        log.warning("the authorization hook did not answer in %s s for %s", timeout, request.path)
+        log.warning(
+            "the authorization hook did not answer in %s s for %s", timeout, clipped(request.path)
+        )
         return
-    match decision:
-        case Allow(identity=identity):
-            gate.decide(request.id, True, False, identity, 0, "")
-        case ReadOnly(identity=identity):
-            gate.decide(request.id, True, True, identity, 0, "")
-        case Deny(code=code, reason=reason):
-            gate.decide(request.id, False, False, None, code, reason)
-        case other:
-            log.error("the authorization hook returned %r, not Allow, ReadOnly or Deny", other)
-            gate.decide(request.id, False, False, None, 1011, "authorization failed")
+    try:
+        match decision:
+            case Allow(identity=identity):
+                gate.decide(request.id, True, False, identity, 0, "")
+            case ReadOnly(identity=identity):
+                gate.decide(request.id, True, True, identity, 0, "")
+            case Deny(code=code, reason=reason):
+                gate.decide(request.id, False, False, None, code, reason)
+            case other:
+                raise TypeError(f"{clipped(other)} is not Allow, ReadOnly or Deny")
+    except (TypeError, ValueError, OverflowError) as error:
+        # A decision the server cannot take (not a decision, an identity that is not a str):
+        # this connection is refused, the server goes on.
+        log.error("the authorization hook's answer for %s: %s", clipped(request.path), error)
+        gate.decide(request.id, False, False, None, 1011, "authorization failed")
 
 
 def check_close(code: int, reason: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
 from types import TracebackType
@@ -12,9 +13,22 @@ from wiredb import AsyncServer, Room
 from wiredb._wiredb import RoomRegistry, WebSocketServer, set_memory_limit
 
 from ._auth import CLOSED_BY_SERVER, Authorize, Connection, check_close, serve_authorizations
+from ._token import check_secret
 
 #: How long leaving the server's context waits for connections to close.
 STOP_TIMEOUT = 10.0
+
+
+def _check_positive(integers: bool, **values: float) -> None:
+    """Raises TypeError for what is not a number (an int with `integers`), ValueError for a
+    number that is not positive and finite: a limit of 0 is a mistake, never "no limit"."""
+    kinds: tuple[type, ...] = (int,) if integers else (int, float)
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            kind = "an integer" if integers else "a number"
+            raise TypeError(f"{name} must be {kind}, not {type(value).__name__}")
+        if not 0 < value < math.inf:
+            raise ValueError(f"{name} must be positive and finite, not {value!r}")
 
 
 class AsyncWebSocketServer(AsyncServer):
@@ -86,7 +100,8 @@ class AsyncWebSocketServer(AsyncServer):
                 opened: given a `Request`, returns `Allow()`, `ReadOnly()` or `Deny(code,
                 reason)` (an async function; a plain one works too).
             token_secret: Verify signed tokens (`mint_token`) natively; a connection then needs
-                a valid one, or goes to `authorize` if there is one (at least 16 bytes).
+                a valid one, or goes to `authorize` if there is one. At least 16 bytes: an
+                empty or shorter one raises ValueError here (None serves without tokens).
             allowed_origins: Browser origins allowed (`https://app.example`); another
                 `Origin` header is refused with HTTP 403. None: any.
             auth_timeout: Seconds a connection may wait for its decision (the hook is cancelled
@@ -100,6 +115,27 @@ class AsyncWebSocketServer(AsyncServer):
                 closed with 1013. It applies to every server of the process.
         """
         super().__init__(room_factory)
+        # Checked here, not when entering: a bad value is a configuration error, said at once.
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError(f"port must be an integer from 0 to 65535, not {port!r}")
+        _check_positive(
+            True,
+            max_message_bytes=max_message_bytes,
+            max_connections=max_connections,
+            max_document_bytes=max_document_bytes,
+            max_awareness_state_bytes=max_awareness_state_bytes,
+            max_awareness_per_second=max_awareness_per_second,
+            max_waiting_bytes=max_waiting_bytes,
+            max_pending_messages=max_pending_messages,
+            max_pending_bytes=max_pending_bytes,
+        )
+        _check_positive(
+            False,
+            ping_interval=ping_interval,
+            idle_timeout=idle_timeout,
+            write_timeout=write_timeout,
+            auth_timeout=auth_timeout,
+        )
         if memory_limit is not None:
             set_memory_limit(memory_limit)
         self._host = host
@@ -110,10 +146,11 @@ class AsyncWebSocketServer(AsyncServer):
             max_awareness_per_second=max_awareness_per_second,
             max_waiting_bytes=max_waiting_bytes,
         )
-        secret = token_secret.encode() if isinstance(token_secret, str) else token_secret
+        secret = None if token_secret is None else check_secret(token_secret)
+        if isinstance(allowed_origins, str | bytes):
+            # A single string would be read as one origin per character.
+            raise TypeError("allowed_origins is a list of origins, not one string")
         origins = None if allowed_origins is None else list(allowed_origins)
-        if auth_timeout <= 0:
-            raise ValueError("auth_timeout must be positive")
         self._authorize = authorize
         self._auth_timeout = auth_timeout
         self._native_server: Callable[[RoomRegistry], WebSocketServer] = lambda rooms: (

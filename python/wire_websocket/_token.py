@@ -4,11 +4,32 @@ from __future__ import annotations
 
 import time
 
+from wiredb._wiredb import MIN_SECRET_BYTES
 from wiredb._wiredb import mint_token as _mint_token
 
 
 def _secret_bytes(secret: str | bytes) -> bytes:
     return secret.encode() if isinstance(secret, str) else bytes(secret)
+
+
+def check_secret(secret: str | bytes) -> bytes:
+    """The secret as bytes, if it is one a server may use.
+
+    Raises:
+        TypeError: it is neither str nor bytes.
+        ValueError: it is empty or shorter than `MIN_SECRET_BYTES` (an empty one is not a way
+            to serve without tokens: pass None for that).
+    """
+    if not isinstance(secret, str | bytes | bytearray):
+        raise TypeError(f"token_secret must be str or bytes, not {type(secret).__name__}")
+    raw = _secret_bytes(secret)
+    if len(raw) < MIN_SECRET_BYTES:
+        what = "empty" if not raw else f"{len(raw)} bytes long"
+        raise ValueError(
+            f"token_secret is {what}: it must be at least {MIN_SECRET_BYTES} bytes "
+            "(None serves without tokens)"
+        )
+    return raw
 
 
 def mint_token(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
@@ -88,10 +89,19 @@ async def serve(
     allowed_origins: list[str] | None = None,
     memory_limit: int | None = None,
 ) -> None:
-    """Serves until SIGINT or SIGTERM; rooms persisted under `directory` unless it is None."""
+    """Serves until SIGINT or SIGTERM; rooms persisted under `directory` unless it is None.
+
+    Raises:
+        ValueError, TypeError, OverflowError: a setting is wrong (before listening).
+        OSError: the server cannot listen.
+    """
     from wire_file import file_room_factory
     from wire_websocket import AsyncWebSocketServer
     from wiredb import Room
+
+    if not 0 <= write_delay < math.inf:
+        # Else every room would be refused as it opens, the server listening on.
+        raise ValueError(f"--write-delay must be a number of seconds >= 0, not {write_delay}")
 
     factory = (
         Room
@@ -121,23 +131,43 @@ async def serve(
     log.info("wiredb stopped")
 
 
+def secret_from_environment(command: str) -> str | None:
+    """The token secret of the environment: None if the variable is not set at all. Set but
+    empty or too short is a mistake, not a wish to run open: the command exits saying so."""
+    from wiredb._wiredb import MIN_SECRET_BYTES
+
+    secret = os.environ.get(SECRET_ENV)
+    if secret is not None and len(secret.encode()) < MIN_SECRET_BYTES:
+        what = "empty" if not secret else f"{len(secret.encode())} bytes long"
+        sys.exit(
+            f"wiredb {command}: {SECRET_ENV} is {what}; a token secret must be at least "
+            f"{MIN_SECRET_BYTES} bytes (unset the variable to serve without tokens)"
+        )
+    return secret
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    secret = os.environ.get(SECRET_ENV) or None
+    secret = secret_from_environment(args.command)
     if args.command == "serve":
         directory = None if args.no_persist else args.directory
-        anyio.run(
-            serve,
-            args.host,
-            args.port,
-            directory,
-            args.write_delay,
-            args.fsync,
-            secret,
-            args.allowed_origins,
-            args.memory_limit,
-        )
+        try:
+            anyio.run(
+                serve,
+                args.host,
+                args.port,
+                directory,
+                args.write_delay,
+                args.fsync,
+                secret,
+                args.allowed_origins,
+                args.memory_limit,
+            )
+        except (ValueError, TypeError, OverflowError, OSError) as error:
+            # Raised before listening (an error while serving comes as a group, with its
+            # traceback): a setting to fix, said in one line.
+            sys.exit(f"wiredb serve: {error}")
     elif args.command == "token":
         from wire_websocket import mint_token
 

@@ -22,10 +22,15 @@ from pycrdt import Doc
 from ._channel import AsyncChannel
 from ._doc import Doc as WireDoc
 from ._links import wait_link
+from ._log import bounded_traceback, clipped, describe
 from ._sync import DocSync
 from ._wiredb import Endpoint, RoomCore, RoomRegistry
 
 log = logging.getLogger("wiredb")
+
+#: The close code (and reason) of a failed room's clients: an internal error, try again later.
+ROOM_FAILED = 1011
+ROOM_FAILED_REASON = "the room failed"
 
 
 class Room(AsyncContextManagerMixin):
@@ -51,7 +56,10 @@ class Room(AsyncContextManagerMixin):
     (`wire_file.FileRoom` does the same natively, with no Python per update.)
     A server enters the room and waits for `run()` to report started before it syncs the room's
     first client, and closes it (cancelling `run()` and the task group) when its last client
-    leaves.
+    leaves. What the room raises once started (in `run()`, a task of its task group, or as it
+    closes) closes this room only: it is logged once, its clients are closed with 1011 (they
+    reconnect), and the next client of its ID gets a fresh room; the server and every other
+    room go on. An exception before `run()` reports started refuses the room's clients.
     """
 
     def __init__(self, id: str) -> None:
@@ -160,9 +168,19 @@ class Room(AsyncContextManagerMixin):
             async for message in channel:
                 endpoint.send_frame(bytes(message))
         except ValueError as error:
-            log.warning("room %r: closing channel %r: %s", self._id, channel.id, error)
+            log.warning(
+                "room %s: closing channel %s: %s",
+                clipped(self._id),
+                clipped(channel.id),
+                describe(error),
+            )
         except Exception as error:
-            log.info("room %r: channel %r ended receiving: %r", self._id, channel.id, error)
+            log.info(
+                "room %s: channel %s ended receiving: %s",
+                clipped(self._id),
+                clipped(channel.id),
+                describe(error),
+            )
 
     async def _forward_to_channel(
         self, endpoint: Endpoint, channel: AsyncChannel, task_group: TaskGroup
@@ -176,10 +194,20 @@ class Room(AsyncContextManagerMixin):
                 for frame in frames:
                     await channel.send(frame)
                 if closed is not None:
-                    log.debug("room %r: closed channel %r: %r", self._id, channel.id, closed)
+                    log.debug(
+                        "room %s: closed channel %s: %s",
+                        clipped(self._id),
+                        clipped(channel.id),
+                        clipped(closed),
+                    )
                     return
         except Exception as error:
-            log.info("room %r: channel %r ended sending: %r", self._id, channel.id, error)
+            log.info(
+                "room %s: channel %s ended sending: %s",
+                clipped(self._id),
+                clipped(channel.id),
+                describe(error),
+            )
         finally:
             task_group.cancel_scope.cancel()
 
@@ -201,6 +229,25 @@ class Room(AsyncContextManagerMixin):
 
 # `Room.run` as defined above (not as patched later): a room that keeps it needs no task.
 _waiting_run = Room.run
+
+
+def _forget(entries: dict[str, Any], id: str, entry: object) -> None:
+    """Removes `entries[id]` if it is `entry`."""
+    if id in entries and entries[id] is entry:
+        del entries[id]
+
+
+def _log_open_failure(id: str, error: BaseException) -> None:
+    """A room that could not be opened: a refused id (the factory's ValueError, such as an id
+    no file can be named after) is a warning about what a client asked for, in one line; any
+    other failure is an error, with its (bounded) traceback."""
+    leaf = error
+    while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+        leaf = leaf.exceptions[0]
+    if isinstance(leaf, ValueError):
+        log.warning("room %s refused: %s", clipped(id), describe(leaf))
+    else:
+        log.error("room %s could not be opened:\n%s", clipped(id), bounded_traceback(error))
 
 
 async def join_room(registry: RoomRegistry, id: str) -> Endpoint:
@@ -287,7 +334,7 @@ class RoomManager(AsyncContextManagerMixin):
                 await room.flush()
             except Exception as error:
                 if errors:
-                    log.error("room %r could not be flushed: %s", room.id, error)
+                    log.error("room %s could not be flushed: %s", clipped(room.id), describe(error))
                 errors.append(error)
         if errors:
             raise errors[0]
@@ -299,14 +346,17 @@ class RoomManager(AsyncContextManagerMixin):
         closes).
 
         Raises:
-            ConnectionError: the room factory failed.
+            ConnectionError: the room factory failed, or the room failed as it opened.
         """
         pending = self._require_registry().join(id)
         while not pending.done:
             await wait_readable(pending.fd)
         pending.keep_open()
-        # Open in the registry means entered here, and nothing ran since it said so.
-        return self._rooms[id]
+        room = self._rooms.get(id)
+        if room is None:
+            # It failed (and was forgotten) before this task ran again.
+            raise ConnectionError(f"room {clipped(id)} failed as it opened")
+        return room
 
     async def _wait_stopped(self) -> None:
         """Returns once a wire reported (with a "stopped" event) that its peers are gone."""
@@ -317,12 +367,12 @@ class RoomManager(AsyncContextManagerMixin):
 
         async def open_room(id: str) -> None:
             try:
-                room = await self._open(id)
+                # `_hold` tells the registry that the room is open: no await in between.
+                await task_group.start(self._hold, registry, id)
             except Exception as error:
-                log.exception("room %r could not be opened", id)
-                registry.open_failed(id, repr(error))
-                return
-            registry.opened(id, room._core)
+                _log_open_failure(id, error)
+                # The reason reaches the joiners' logs: bounded, like a log line.
+                registry.open_failed(id, describe(error))
 
         async def close_room(id: str) -> None:
             try:
@@ -340,30 +390,54 @@ class RoomManager(AsyncContextManagerMixin):
                 elif kind == "stopped":
                     self._stopped.set()
 
-    async def _open(self, id: str) -> Room:
-        if self._task_group is None:
-            raise RuntimeError("the room manager is not running")
-        room: Room = await self._task_group.start(self._hold, id)
-        return room
-
-    async def _hold(self, id: str, *, task_status: TaskStatus[Room]) -> None:
+    async def _hold(
+        self, registry: RoomRegistry, id: str, *, task_status: TaskStatus[Room]
+    ) -> None:
+        """Creates, enters and runs the room `id` until it is asked to close. What the room
+        raises once started (its `run()`, a task of its task group, its exit) closes this
+        room only: it is logged, its clients are closed with 1011 and the next join of `id`
+        gets a fresh room."""
         close, closed = Event(), Event()
         self._closers[id], self._closed[id] = close, closed
         room: Room | None = None
+        started = False
         try:
             room = self._room_factory(id)
-            room._registry = self._registry
-            async with room:
-                self._rooms[id] = room
-                task_status.started(room)
-                await close.wait()
+            room._registry = registry
+            try:
+                async with room:
+                    self._rooms[id] = room
+                    registry.opened(id, room._core)
+                    started = True
+                    task_status.started(room)
+                    await close.wait()
+            except* Exception as failure:
+                if not started:
+                    raise
+                self._fail(registry, room, failure, closing=close.is_set())
         finally:
             if room is not None:
                 room._registry = None
-            self._rooms.pop(id, None)
-            self._closers.pop(id, None)
-            self._closed.pop(id, None)
+            # Only this room's entries: a fresh room of the same id may have replaced them.
+            _forget(self._rooms, id, room)
+            _forget(self._closers, id, close)
+            _forget(self._closed, id, closed)
             closed.set()
+            if room is not None and started:
+                # The registry is done with it: its document goes now, not when the collector
+                # frees a closed room kept alive by a reference cycle.
+                room._core.release()
+
+    def _fail(
+        self, registry: RoomRegistry, room: Room, failure: BaseException, *, closing: bool
+    ) -> None:
+        """Logs a room's failure once and closes that room alone."""
+        if closing:
+            what = "failed while closing"
+        else:
+            registry.failed(room.id, room._core, ROOM_FAILED, ROOM_FAILED_REASON)
+            what = f"failed; its clients were closed with {ROOM_FAILED}"
+        log.error("room %s %s:\n%s", clipped(room.id), what, bounded_traceback(failure))
 
     async def _close(self, id: str) -> None:
         """Closes the room `id` (cancels its tasks) and waits until it is closed."""

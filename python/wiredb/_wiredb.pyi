@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import final
 
 __all__ = [
+    "MIN_SECRET_BYTES",
     "Batch",
     "Endpoint",
     "FileStore",
@@ -20,9 +21,11 @@ __all__ = [
     "frame_step2",
     "frame_token",
     "frame_update",
+    "memory_usage",
     "mint_token",
     "room_file_name",
     "room_id_from_file_name",
+    "set_memory_limit",
     "update_fits",
     "verify_token",
 ]
@@ -124,6 +127,9 @@ class RoomCore:
         """An in-process peer, synced like a remote client."""
     def state(self) -> bytes:
         """The whole document as one v1 update."""
+    def release(self) -> None:
+        """Lets go of the native room (its server closed it); the methods above then raise
+        RuntimeError (`peer_count` is 0)."""
 
 @final
 class RoomRegistry:
@@ -145,6 +151,9 @@ class RoomRegistry:
     def opened(self, id: str, room: RoomCore) -> None:
         """The room asked for by an "open" event is ready: its waiting peers join it."""
     def open_failed(self, id: str, reason: str) -> None: ...
+    def failed(self, id: str, room: RoomCore, code: int, reason: str) -> int:
+        """The open room `id` failed: forgotten (the next join opens a fresh one), its peers
+        (and any just joining it) closed with `code` and `reason`; how many it closed."""
     def closed(self, id: str) -> None:
         """The room asked for by a "close" event is closed."""
     def open_rooms(self) -> list[str]: ...
@@ -257,6 +266,9 @@ def memory_usage() -> tuple[int, int]:
 
 def frame_token(token: str) -> bytes:
     """An auth message carrying an access token (a connection's first frame)."""
+
+#: The shortest token secret accepted (shorter ones can be guessed offline from one token).
+MIN_SECRET_BYTES: int
 
 def mint_token(
     secret: bytes, room: str, read_only: bool, expires_at: int, subject: str | None = None

@@ -58,7 +58,7 @@ impl Lease {
     /// stays open until a peer joins and leaves (a room asked for by id, before any client).
     pub fn keep_open(mut self) -> Arc<RoomCore> {
         self.kept_open = true;
-        self.registry.unpin(&self.id);
+        self.registry.unpin(&self.id, &self.core);
         self.core.clone()
     }
 }
@@ -66,7 +66,7 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         if !self.kept_open {
-            self.registry.release(&self.id);
+            self.registry.release(&self.id, &self.core);
         }
     }
 }
@@ -208,11 +208,31 @@ impl Registry {
         }
     }
 
-    fn release(&self, id: &str) {
+    /// The room `id` failed (its hooks' side raised): it is forgotten at once, so the next
+    /// join opens a fresh room, while the leases of the failed one run out (they count for
+    /// nothing now). Returns false if `core` was not the open room `id` (it was closing
+    /// already: the hooks finish that close as usual).
+    pub fn failed(&self, id: &str, core: &Arc<RoomCore>) -> bool {
         let mut rooms = self.lock();
-        let Some(Slot::Open { peers, .. }) = rooms.get_mut(id) else {
+        match rooms.get(id) {
+            Some(Slot::Open { core: open, .. }) if Arc::ptr_eq(open, core) => {
+                rooms.remove(id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A lease of `core` ended. Only the room it was taken on counts: a failed room's leases
+    /// may outlive it, next to a fresh room of the same id.
+    fn release(&self, id: &str, core: &Arc<RoomCore>) {
+        let mut rooms = self.lock();
+        let Some(Slot::Open { peers, core: open }) = rooms.get_mut(id) else {
             return;
         };
+        if !Arc::ptr_eq(open, core) {
+            return;
+        }
         *peers -= 1;
         if *peers > 0 {
             return;
@@ -230,9 +250,11 @@ impl Registry {
         }
     }
 
-    fn unpin(&self, id: &str) {
-        if let Some(Slot::Open { peers, .. }) = self.lock().get_mut(id) {
-            *peers = peers.saturating_sub(1);
+    fn unpin(&self, id: &str, core: &Arc<RoomCore>) {
+        if let Some(Slot::Open { peers, core: open }) = self.lock().get_mut(id) {
+            if Arc::ptr_eq(open, core) {
+                *peers = peers.saturating_sub(1);
+            }
         }
     }
 
@@ -347,6 +369,38 @@ mod tests {
         drop(peer);
         assert_eq!(*hooks.calls.lock().unwrap(), vec!["open x", "close x"]);
         assert!(registry.try_acquire("x").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_failed_room_is_forgotten_and_its_leases_never_touch_the_fresh_one() {
+        let hooks = Arc::new(Recorder::default());
+        let registry = Registry::new(Some(hooks.clone()), RoomLimits::default());
+        let r2 = registry.clone();
+        let join = tokio::spawn(async move { r2.acquire("x").await });
+        tokio::task::yield_now().await;
+        let failed = RoomCore::new("x", RoomLimits::default());
+        registry.opened("x", failed.clone());
+        let stale = join.await.unwrap().unwrap();
+        assert!(registry.failed("x", &failed));
+        assert!(!registry.failed("x", &failed));
+        assert!(registry.open_rooms().is_empty());
+
+        let r3 = registry.clone();
+        let join = tokio::spawn(async move { r3.acquire("x").await });
+        tokio::task::yield_now().await;
+        let fresh = RoomCore::new("x", RoomLimits::default());
+        registry.opened("x", fresh.clone());
+        let lease = join.await.unwrap().unwrap();
+        assert!(Arc::ptr_eq(lease.core(), &fresh));
+        // The failed room's last lease ends: the fresh room stays open, with its one peer.
+        drop(stale);
+        assert_eq!(registry.open_rooms(), vec!["x".to_string()]);
+        assert_eq!(*hooks.calls.lock().unwrap(), vec!["open x", "open x"]);
+        drop(lease);
+        assert_eq!(
+            *hooks.calls.lock().unwrap(),
+            vec!["open x", "open x", "close x"]
+        );
     }
 
     #[tokio::test]

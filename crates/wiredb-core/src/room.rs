@@ -211,6 +211,8 @@ struct RoomState {
     /// changes: when many clients join a large document at once, the room encodes it once.
     whole_step2: Option<Bytes>,
     whole_update: Option<Bytes>,
+    /// Set when the room failed (`close_peers`): a peer that joins later is closed at once.
+    closed: Option<CloseReason>,
 }
 
 impl RoomState {
@@ -334,6 +336,7 @@ impl RoomCore {
                 work: Work::new(limits.room_work),
                 whole_step2: None,
                 whole_update: None,
+                closed: None,
             }),
             next_member: AtomicU64::new(1),
             has_waiting: AtomicBool::new(false),
@@ -391,6 +394,11 @@ impl RoomCore {
         let id = self.next_member.fetch_add(1, Ordering::Relaxed);
         let mut state = self.lock();
         match kind {
+            JoinKind::Peer if state.closed.is_some() => {
+                // A peer that got the room just before it failed: closed, never a member.
+                queue.close(state.closed.clone().unwrap_or_else(CloseReason::normal));
+                return id;
+            }
             JoinKind::Peer => {
                 let sv = state.doc.transact().state_vector().encode_v1();
                 queue.push(Message::SyncStep1(sv.into()).encode());
@@ -432,6 +440,27 @@ impl RoomCore {
         entry.queue.close(reason);
         remove_member(&mut state, member);
         true
+    }
+
+    /// Closes every peer with `reason`, now and whenever one joins later: the room failed (its
+    /// Python side raised) and serves nobody any more. Mirrors are left to their owners.
+    /// Returns how many peers it closed.
+    pub fn close_peers(&self, reason: CloseReason) -> usize {
+        let mut state = self.lock();
+        state.closed = Some(reason.clone());
+        let peers: Vec<MemberId> = state
+            .members
+            .iter()
+            .filter(|(_, m)| m.kind == JoinKind::Peer)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &peers {
+            if let Some(entry) = state.members.remove(id) {
+                entry.queue.close(reason.clone());
+            }
+            remove_member(&mut state, *id);
+        }
+        peers.len()
     }
 
     /// Changes what a member may do. Once this returns, no update it sends is applied if it
@@ -1043,6 +1072,26 @@ mod tests {
         room.handle(m, Message::SyncStep1(Bytes::from_static(&[0])))
             .unwrap();
         assert!(matches!(messages(&q)[..], [Message::SyncStep2(_)]));
+    }
+
+    #[test]
+    fn a_failed_room_closes_its_peers_now_and_later_ones_on_join() {
+        let room = RoomCore::new("r", RoomLimits::default());
+        let (a, mirror, late) = (queue(), queue(), queue());
+        let member = synced_peer(&room, &a);
+        room.join(mirror.clone(), JoinKind::Mirror);
+        let failed = CloseReason::new(1011, "room failed");
+        assert_eq!(room.close_peers(failed.clone()), 1);
+        assert_eq!(a.drain().closed, Some(failed.clone()));
+        assert!(matches!(
+            room.handle(member, Message::Update(edit("x"))),
+            Err(RoomError::NotAMember)
+        ));
+        // The mirror belongs to the room's owner, who closes it.
+        assert!(!mirror.is_closed());
+        room.join(late.clone(), JoinKind::Peer);
+        assert_eq!(late.drain().closed, Some(failed));
+        assert_eq!(room.peer_count(), 0);
     }
 
     #[test]

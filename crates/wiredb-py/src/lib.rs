@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 mod endpoint;
 mod errors;
 mod frames;
+mod logging;
 mod memory;
 mod order;
 mod pipe;
@@ -17,7 +18,7 @@ mod token;
 
 #[pymodule]
 fn _wiredb(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    init_logging();
+    logging::init();
     m.add_class::<endpoint::Endpoint>()?;
     m.add_class::<endpoint::Batch>()?;
     m.add_class::<room::RoomCore>()?;
@@ -36,23 +37,10 @@ fn _wiredb(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(memory::memory_usage, m)?)?;
     m.add_function(wrap_pyfunction!(token::mint_token, m)?)?;
     m.add_function(wrap_pyfunction!(token::verify_token, m)?)?;
+    m.add("MIN_SECRET_BYTES", wiredb_core::token::MIN_SECRET_BYTES)?;
     m.add_class::<store::FileStore>()?;
     m.add_class::<store::StoreState>()?;
     m.add_function(wrap_pyfunction!(store::room_file_name, m)?)?;
     m.add_function(wrap_pyfunction!(store::room_id_from_file_name, m)?)?;
     Ok(())
-}
-
-/// Native log lines go to stderr, at the level named by `WIREDB_LOG` (default: warn), so that
-/// logging never calls into Python from a tokio thread.
-fn init_logging() {
-    let level = std::env::var("WIREDB_LOG")
-        .ok()
-        .and_then(|v| v.parse::<tracing::Level>().ok())
-        .unwrap_or(tracing::Level::WARN);
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
 }

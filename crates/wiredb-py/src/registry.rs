@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use wiredb_core::queue::{FrameQueue, QueueLimits};
+use wiredb_core::queue::{CloseReason, FrameQueue, QueueLimits};
 use wiredb_core::registry::{Lease, Registry, RegistryError, RoomHooks};
 use wiredb_core::room::RoomLimits;
 use wiredb_core::runtime::runtime;
@@ -107,9 +107,31 @@ impl RoomRegistry {
     }
 
     /// The room asked for by an "open" event is ready: its waiting peers join it now.
-    fn opened(&self, py: Python<'_>, id: &str, room: &RoomCore) {
-        let core = room.core.clone();
+    fn opened(&self, py: Python<'_>, id: &str, room: &RoomCore) -> PyResult<()> {
+        let core = room.core()?;
         py.detach(|| self.registry.opened(id, core));
+        Ok(())
+    }
+
+    /// The room `id` (`room`) failed: it is forgotten (the next join opens a fresh one) and
+    /// its peers are closed with `code` and `reason`, as is any that was just joining it.
+    /// Returns how many peers it closed.
+    fn failed(
+        &self,
+        py: Python<'_>,
+        id: &str,
+        room: &RoomCore,
+        code: u16,
+        reason: String,
+    ) -> usize {
+        let Ok(core) = room.core() else {
+            return 0;
+        };
+        py.detach(|| {
+            // Forgotten first: no new join finds the failed room after its peers are closed.
+            self.registry.failed(id, &core);
+            core.close_peers(CloseReason::new(code, reason))
+        })
     }
 
     fn open_failed(&self, py: Python<'_>, id: &str, reason: &str) {
@@ -200,7 +222,11 @@ impl PendingJoin {
         let mut state = lock(&self.state);
         match std::mem::replace(&mut *state, JoinState::Taken) {
             JoinState::Ready(Ok(lease)) => Ok(lease),
-            JoinState::Ready(Err(error)) => Err(errors::registry_error(&error)),
+            JoinState::Ready(Err(error)) => {
+                // Nothing will use it: closed now, not when the (failed) join is collected.
+                self.fd.close();
+                Err(errors::registry_error(&error))
+            }
             JoinState::Waiting => {
                 *state = JoinState::Waiting;
                 Err(pyo3::exceptions::PyRuntimeError::new_err(
@@ -239,6 +265,8 @@ impl PendingJoin {
     fn keep_open(&self, py: Python<'_>) -> PyResult<()> {
         let lease = self.take()?;
         py.detach(|| drop(lease.keep_open()));
+        // Nothing waits on it any more: closed now, not with the object.
+        self.fd.close();
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 //! `persist::MAX_FILE_JOBS` jobs at once in the process); Python learns of progress
 //! through the store's eventfd (`fd`, then `poll()`), or blocks in `wait()` without the GIL.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use pyo3::prelude::*;
@@ -16,8 +16,23 @@ use crate::room::RoomCore;
 
 #[pyclass(frozen, module = "wiredb._wiredb")]
 pub struct FileStore {
-    store: RoomStore,
+    slot: Mutex<Slot>,
+    path: std::path::PathBuf,
+    fsync: &'static str,
     fd: Arc<EventFd>,
+}
+
+/// A store is let go of once its status is final: a Python object caught in a reference cycle
+/// then holds neither a descriptor nor the room (its document) until it is collected.
+enum Slot {
+    Live(RoomStore),
+    Done(StoreStatus),
+}
+
+impl FileStore {
+    fn slot(&self) -> MutexGuard<'_, Slot> {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 #[pymethods]
@@ -57,8 +72,13 @@ impl FileStore {
             fsync,
             ..StoreConfig::default()
         };
-        let store = RoomStore::attach(room.core.clone(), path, config, Some(Waker::Fd(fd.clone())));
-        Ok(FileStore { store, fd })
+        let store = RoomStore::attach(room.core()?, path, config, Some(Waker::Fd(fd.clone())));
+        Ok(FileStore {
+            path: store.path().to_path_buf(),
+            fsync: store.config().fsync.name(),
+            slot: Mutex::new(Slot::Live(store)),
+            fd,
+        })
     }
 
     /// Readable when the status changed since the last `poll()`.
@@ -69,13 +89,13 @@ impl FileStore {
 
     #[getter]
     fn path(&self) -> std::path::PathBuf {
-        self.store.path().to_path_buf()
+        self.path.clone()
     }
 
     /// The fsync policy: "none", "flush" or "always".
     #[getter]
     fn fsync(&self) -> &'static str {
-        self.store.config().fsync.name()
+        self.fsync
     }
 
     /// The file format version this store reads and writes.
@@ -85,9 +105,23 @@ impl FileStore {
     }
 
     /// The current status; makes `fd` unreadable until the next change.
-    fn poll(&self) -> StoreState {
+    fn poll(&self, py: Python<'_>) -> StoreState {
         self.fd.clear();
-        StoreState(self.store.status())
+        let mut slot = self.slot();
+        let status = match &*slot {
+            Slot::Live(store) => store.status(),
+            Slot::Done(status) => return StoreState(status.clone()),
+        };
+        if matches!(status.phase, Phase::Closed | Phase::Failed) {
+            // Final: its task has ended and nothing will wake the fd again. Both go now (then
+            // `fd` is -1 and `wait` returns at once).
+            let done = std::mem::replace(&mut *slot, Slot::Done(status.clone()));
+            drop(slot);
+            self.fd.close();
+            // The room's last holder may be this store: a large document is freed here.
+            py.detach(|| drop(done));
+        }
+        StoreState(status)
     }
 
     /// Asks for everything the room applied so far to be written at once, and with `durable`
@@ -95,13 +129,19 @@ impl FileStore {
     /// `durable`) reaches when it is, or `StoreState.failed` if the attempt failed.
     #[pyo3(signature = (durable = false))]
     fn flush(&self, durable: bool) -> u64 {
-        self.store.flush(durable)
+        match &*self.slot() {
+            Slot::Live(store) => store.flush(durable),
+            // Never reached: the store is closed before writing it.
+            Slot::Done(_) => u64::MAX,
+        }
     }
 
     /// Stops taking updates; what is pending is written (and fsynced unless the policy is
     /// "none"), then the state is "closed". Never waits.
     fn close(&self) {
-        self.store.close();
+        if let Slot::Live(store) = &*self.slot() {
+            store.close();
+        }
     }
 
     /// Blocks (without the GIL) until the status changes or the timeout passes.
