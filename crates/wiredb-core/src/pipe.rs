@@ -234,7 +234,9 @@ async fn serve_peer(
     let member = session::with_room(&core, || core.join(queue.clone(), JoinKind::Peer));
     let session = SessionConfig {
         keepalive: None,
-        close_grace: config.close_timeout,
+        // A pipe's close is its end of stream, and its peer need not answer one: once the
+        // server's side is closed, there is nothing to wait for.
+        close_grace: Duration::ZERO,
         drain_timeout: config.close_timeout,
     };
     let stop = async move {
