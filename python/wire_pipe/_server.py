@@ -7,9 +7,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import overload
 
-from anyio import move_on_after
-
 from wiredb import AsyncServer, Room
+from wiredb._stop import wait_stopped
 from wiredb._wiredb import PipeServer, RoomRegistry
 
 #: How long leaving the server's context waits for its peers to close.
@@ -71,8 +70,7 @@ class AsyncPipeServer(AsyncServer):
         try:
             if native is not None:
                 native.stop()
-                with move_on_after(STOP_TIMEOUT, shield=True):
-                    await self.room_manager._wait_stopped()
+                await wait_stopped(self.room_manager, STOP_TIMEOUT)
         finally:
             await self.room_manager.__aexit__(exc_type, exc_val, exc_tb)
 
