@@ -10,6 +10,7 @@ from weakref import WeakSet
 from anyio import EndOfStream, notify_closing, wait_readable
 
 from wiredb import AsyncChannel, AsyncServer, Room
+from wiredb._delivery import readable
 from wiredb._room import join_room
 from wiredb._wiredb import Endpoint, RoomRegistry
 
@@ -106,6 +107,14 @@ class Memory(AsyncChannel):
     @property
     def id(self) -> str:
         return self._id
+
+    @property
+    def delivery_pending(self) -> bool:
+        """Whether frames from the room wait to be received (see `wiredb.wait_delivered`)."""
+        if self._frames:
+            return True
+        endpoint = self._endpoint
+        return endpoint is not None and not self._ended and readable(endpoint.fd)
 
     async def __anext__(self) -> bytes:
         try:

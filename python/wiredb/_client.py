@@ -16,7 +16,9 @@ from anyio import Event, create_task_group, move_on_after, sleep
 from anyio.abc import TaskGroup
 from pycrdt import Awareness, Doc
 
+from . import _delivery as delivery
 from ._channel import AsyncChannel, Channel
+from ._delivery import readable
 from ._doc import Doc as WireDoc
 from ._links import AsyncChannelLink, ChannelLink, Link, wait_link
 from ._sync import DocSync
@@ -228,6 +230,19 @@ class AsyncClient:
                 self._sync.endpoint.wake_when_sent()
             await event.wait()
 
+    def _delivery_pending(self) -> bool:
+        """Whether something this client sent or was sent waits in this process (see
+        `wiredb.wait_delivered`)."""
+        sync = self._sync
+        if sync is None or sync.closed is not None:
+            return False
+        link = sync.endpoint
+        if isinstance(link, Endpoint):
+            return link.unsent or readable(link.fd)
+        if isinstance(link, AsyncChannelLink):
+            return link.delivery_pending
+        return False
+
     def _check_sent(self, sync: DocSync) -> None:
         if not self._sent_waiters:
             return
@@ -432,9 +447,11 @@ class AsyncClient:
         except BaseException:
             await self._shutdown()
             raise
+        delivery.track(self)
         return self
 
     async def _shutdown(self) -> None:
+        delivery.untrack(self)
         sync, task_group = self._sync, self._task_group
         if task_group is None:
             return
