@@ -31,6 +31,7 @@ from pycrdt import Doc, Text, YMessageType, YSyncMessageType, create_sync_messag
 
 import wiredb
 from helpers import StatusLog, TcpProxy, wait_until
+from marks import mark
 from wire_file import AsyncFileClient
 from wire_memory import AsyncMemoryClient, AsyncMemoryServer
 from wire_pipe import AsyncPipeClient, AsyncPipeServer
@@ -270,6 +271,9 @@ async def test_the_first_pull_waits_for_what_the_server_already_has() -> None:
                     "p", auto_pull=False, reconnect=False, host="127.0.0.1", port=proxy.port
                 ) as b,
             ):
+                # b has its connection's first sync (received, not applied): a marker sent
+                # after it has arrived.
+                await mark(a, b, "joined")
                 proxy.blackhole()
                 a.doc.get("text", type=Text).insert(0, "pushed")
                 watched = watcher.doc.get("text", type=Text)
