@@ -66,8 +66,12 @@ fn build() -> &'static Runtime {
     };
     // No lock (a lock held by a parent thread at fork time would stay held in the child):
     // two first uses at once each build one, and the loser drops its own.
-    match RUNTIME.compare_exchange(ptr::null_mut(), runtime, Ordering::AcqRel, Ordering::Acquire)
-    {
+    match RUNTIME.compare_exchange(
+        ptr::null_mut(),
+        runtime,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
         Ok(_) => {
             record_driver_fds(&before);
             // SAFETY: just published; never freed.
@@ -89,7 +93,10 @@ fn install_fork_handler() {
     // SAFETY: registers a handler that only does async-signal-safe work (see `in_child`).
     let status = unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
     if status != 0 {
-        tracing::warn!(status, "pthread_atfork failed: a forked child cannot use wiredb");
+        tracing::warn!(
+            status,
+            "pthread_atfork failed: a forked child cannot use wiredb"
+        );
     }
 }
 
@@ -193,7 +200,7 @@ mod tests {
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork failed");
         if pid == 0 {
-            let ok = runtime() as *const Runtime != parent
+            let ok = !std::ptr::eq(runtime(), parent)
                 && registered(epoll) == 0
                 && runtime().block_on(async { tokio::spawn(async { 7 }).await.ok() }) == Some(7);
             // SAFETY: leaves the child at once, running nothing of the parent's.
@@ -202,7 +209,10 @@ mod tests {
         let mut status = 0;
         // SAFETY: waits for the child just forked.
         unsafe { libc::waitpid(pid, &mut status, 0) };
-        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{status}");
-        assert_eq!(runtime() as *const Runtime, parent);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "{status}"
+        );
+        assert!(std::ptr::eq(runtime(), parent));
     }
 }
