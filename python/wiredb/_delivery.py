@@ -65,9 +65,8 @@ def readable(fd: int) -> bool:
 async def wait_delivered() -> None:
     """Returns once everything the async clients of this thread's event loop sent so far has
     been delivered in this process: each local change was handed to its connection, and every
-    client of a room of this process (`AsyncMemoryServer`, or a server's `Room.serve`) has
-    received what the room relayed to it (and applied it, unless it waits for `pull()` with
-    `auto_pull=False`).
+    client of a room of an `AsyncMemoryServer` in this process has received what the room
+    relayed to it (and applied it, unless it waits for `pull()` with `auto_pull=False`).
 
     It stands in for `await wait_all_tasks_blocked()` in code written for 0.7.1:
     ```py
