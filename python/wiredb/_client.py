@@ -274,7 +274,9 @@ class AsyncClient:
                 log.exception("a connection status observer failed")
 
     def push(self) -> None:
-        """Sends the local changes made since the last push (with `auto_push=False`)."""
+        """Sends the local changes made since the last push (with `auto_push=False`), merged
+        into one update. It queues them and returns at once, as 0.7.1's did; `await
+        client.wait_sent()` returns once they are written to the connection."""
         if self._sync is not None:
             self._sync.push()
 
