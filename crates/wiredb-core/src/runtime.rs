@@ -21,6 +21,8 @@ const WORKER_STACK_BYTES: usize = 16 << 20;
 /// This process's runtime (null: not built yet, or forgotten after a fork).
 static RUNTIME: AtomicPtr<Runtime> = AtomicPtr::new(ptr::null_mut());
 static FORK_HANDLER: AtomicBool = AtomicBool::new(false);
+/// Set while a thread builds the runtime.
+static BUILDING: AtomicBool = AtomicBool::new(false);
 
 /// The descriptors that building the runtime opened and that a child must not share: tokio's
 /// epoll instance and its waker's eventfd. -1: unused slot.
@@ -42,6 +44,21 @@ pub fn runtime() -> &'static Runtime {
 }
 
 fn build() -> &'static Runtime {
+    // One builder at a time, so that the descriptors recorded are this runtime's alone. A
+    // flag rather than a lock: the child handler clears it (a thread building when the
+    // process forked does not exist in the child), where a held lock would stay held.
+    while BUILDING
+        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        std::thread::yield_now();
+    }
+    let _building = Building;
+    let current = RUNTIME.load(Ordering::Acquire);
+    if !current.is_null() {
+        // SAFETY: as in `runtime()`.
+        return unsafe { &*current };
+    }
     install_fork_handler();
     let threads = std::env::var("WIREDB_THREADS")
         .ok()
@@ -64,25 +81,18 @@ fn build() -> &'static Runtime {
         // Without a runtime nothing works; there is no better report than this.
         Err(error) => panic!("wiredb cannot start its tokio runtime: {error}"),
     };
-    // No lock (a lock held by a parent thread at fork time would stay held in the child):
-    // two first uses at once each build one, and the loser drops its own.
-    match RUNTIME.compare_exchange(
-        ptr::null_mut(),
-        runtime,
-        Ordering::AcqRel,
-        Ordering::Acquire,
-    ) {
-        Ok(_) => {
-            record_driver_fds(&before);
-            // SAFETY: just published; never freed.
-            unsafe { &*runtime }
-        }
-        Err(winner) => {
-            // SAFETY: ours, never published.
-            drop(unsafe { Box::from_raw(runtime) });
-            // SAFETY: as in `runtime()`.
-            unsafe { &*winner }
-        }
+    record_driver_fds(&before);
+    RUNTIME.store(runtime, Ordering::Release);
+    // SAFETY: just published; never freed.
+    unsafe { &*runtime }
+}
+
+/// Lets the next builder in when the current one is done (or panicked).
+struct Building;
+
+impl Drop for Building {
+    fn drop(&mut self) {
+        BUILDING.store(false, Ordering::Release);
     }
 }
 
@@ -105,6 +115,7 @@ extern "C" fn in_child() {
     // Leaked on purpose: the child has none of its threads, and its destructor would touch
     // state the parent's threads may have been changing when the process was copied.
     RUNTIME.store(ptr::null_mut(), Ordering::Release);
+    BUILDING.store(false, Ordering::Release);
     for (fd, kind) in DRIVER_FDS.iter().zip(&DRIVER_KINDS) {
         let fd = fd.swap(-1, Ordering::AcqRel);
         if fd < 0 {
