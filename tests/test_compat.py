@@ -26,6 +26,7 @@ from anyio import (
     move_on_after,
     sleep_forever,
     to_thread,
+    wait_all_tasks_blocked,
 )
 from pycrdt import Doc, Text, YMessageType, YSyncMessageType, create_sync_message
 
@@ -469,3 +470,28 @@ async def test_wait_delivered_stands_in_for_wait_all_tasks_blocked() -> None:
             assert str(text_manual) == ""
             manual.pull()
             assert str(text_manual) == str(text_a)
+
+
+async def test_the_memory_wire_delivers_before_the_sender_yields() -> None:
+    """0.7.1's own tests edit, `await wait_all_tasks_blocked()`, then check the other client
+    (its memory streams had delivered by then); here too, on asyncio as on trio."""
+    async with AsyncMemoryServer() as server:
+        async with (
+            AsyncMemoryClient("w", server=server) as a,
+            AsyncMemoryClient("w", auto_push=False, auto_pull=False, server=server) as b,
+        ):
+            text_a, text_b = a.doc.get("text", type=Text), b.doc.get("text", type=Text)
+            for _ in range(5):
+                before = str(text_b)
+                text_a += "a"
+                await wait_all_tasks_blocked()
+                # Received, not applied (auto_pull=False); the pull applies it at once.
+                assert str(text_b) == before
+                b.pull()
+                assert str(text_b) == str(text_a)
+                text_b += "b"
+                await wait_all_tasks_blocked()
+                assert str(text_a) != str(text_b)
+                b.push()
+                await wait_all_tasks_blocked()
+                assert str(text_a) == str(text_b)

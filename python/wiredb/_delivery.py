@@ -4,9 +4,9 @@ other clients in this process.
 Delivery in a process runs through descriptors: a room core hands a frame to each member's
 queue at once, in the sender's call, but the receiving client learns of it when its event loop
 polls that member's eventfd. asyncio polls only between callbacks, so `wait_all_tasks_blocked()`
-can see every task blocked while a frame already waits to be read (a test written for 0.7.1's
-pure-Python streams then fails at random). This module follows the open async clients of each
-thread and waits until none of them has anything waiting, either way.
+can see every task blocked while a frame already waits to be read (the memory wire wakes its
+receivers itself for that reason). This module follows the open async clients of each thread
+and waits until none of them has anything waiting, either way.
 """
 
 from __future__ import annotations
