@@ -70,7 +70,8 @@ async def pipe() -> None:
             await converge(a, b)
             # A connection nobody uses is closed by the server when it stops.
             unused = await server.connect("f")
-    os.close(unused)
+    for fd in unused:
+        os.close(fd)
 
 
 async def websocket() -> None:

@@ -226,7 +226,7 @@ async def test_without_auto_pull_the_file_is_applied_on_pull(tmp_path: Path) -> 
     async with AsyncFileClient(path=path, auto_pull=False) as client:
         text = client.doc.get("text", type=Text)
         assert str(text) == ""
-        client.pull()
+        await client.pull()
         await wait_until(client.doc, lambda: str(text) == "stored")
         assert client.synchronized.is_set()
 

@@ -30,10 +30,10 @@ CHILD = textwrap.dedent(
     from pycrdt import Text
     from wire_pipe import AsyncPipeClient
 
-    fd, backend = int(sys.argv[1]), sys.argv[2]
+    sender, receiver, backend = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 
     async def main():
-        async with AsyncPipeClient("child", connection=fd) as client:
+        async with AsyncPipeClient("child", connection=(sender, receiver)) as client:
             text = client.doc.get("text", type=Text)
             assert "parent" in str(text), "not synchronized on entry"
             text += " child"
@@ -49,16 +49,17 @@ async def test_a_client_in_a_child_process(anyio_backend: str) -> None:
         async with AsyncPipeClient("child", connection=await server.connect("child")) as parent:
             text = parent.doc.get("text", type=Text)
             text += "parent"
-            fd = await server.connect("child")
+            connection = await server.connect("child")
             child = subprocess.Popen(
-                [sys.executable, "-c", CHILD, str(fd), anyio_backend],
-                pass_fds=[fd],
+                [sys.executable, "-c", CHILD, *map(str, connection), anyio_backend],
+                pass_fds=connection,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
             )
             # The child holds its end now: ours must go, or the connection would outlive it.
-            os.close(fd)
+            for fd in connection:
+                os.close(fd)
             out, err = await to_thread.run_sync(child.communicate, None, 60)
             assert child.returncode == 0, err
             assert out.strip() == "parent child"
@@ -149,7 +150,9 @@ async def test_a_vanished_or_misbehaving_peer_ends_alone() -> None:
             room = server.room_manager.rooms["v"]
             assert isinstance(room, ClosingRoom)
             # A peer that sends a frame the room refuses, and one that just goes away.
-            bad = socket.socket(fileno=await server.connect("v"))
+            sender, receiver = await server.connect("v")
+            os.close(receiver)
+            bad = socket.socket(fileno=sender)
             with bad:
                 frame = b"\x00\x02\x09\x01\x02"  # a sync update declaring 9 bytes, carrying 2
                 bad.sendall(len(frame).to_bytes(4, "little") + frame)
@@ -157,7 +160,8 @@ async def test_a_vanished_or_misbehaving_peer_ends_alone() -> None:
                     # The server ends it: what it had queued (its sync step 1), then nothing.
                     while await to_thread.run_sync(bad.recv, 1 << 16):
                         pass
-            os.close(await server.connect("v"))
+            for fd in await server.connect("v"):
+                os.close(fd)
             async with AsyncPipeClient("v", connection=await server.connect("v")) as b:
                 a.doc.get("text", type=Text).insert(0, "still here")
                 text = b.doc.get("text", type=Text)

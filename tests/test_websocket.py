@@ -215,8 +215,10 @@ async def test_manual_push_and_pull() -> None:
             await mark(a, b, "after push")
             text_b = b.doc.get("text", type=Text)
             assert str(text_b) == ""
-            b.pull()
+            pull = b.pull()
             assert str(text_b) == "one two"
+            # Synchronized once the server answered the pull (a round trip, as in 0.7.1).
+            await pull
             assert b.synchronized.is_set()
 
 

@@ -110,9 +110,11 @@ async def test_manual_push_and_pull(wire: str) -> None:
             await mark(a, b, "pushed")
             text_b = b.doc.get("text", type=Text)
             assert str(text_b) == ""
-            b.pull()
+            pull = b.pull()
             assert str(text_b) == "one two"
             assert str(b.doc.get("flag", type=Text)) == "x"
+            # Synchronized once the server answered the pull (a round trip, as in 0.7.1).
+            await pull
             assert b.synchronized.is_set()
 
 

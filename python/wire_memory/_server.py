@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
 from weakref import WeakSet
 
-from anyio import EndOfStream, notify_closing, wait_readable
+from anyio import CancelScope, EndOfStream, notify_closing, wait_readable
 
 from wiredb import AsyncChannel, AsyncServer, Room
+from wiredb._delivery import readable
 from wiredb._room import join_room
 from wiredb._wiredb import Endpoint, RoomRegistry
 
@@ -76,6 +78,10 @@ class AsyncMemoryServer(AsyncServer):
         return channel
 
 
+#: The memory channels waiting in `receive()`, by thread and room ID.
+_receiving: dict[tuple[int, str], set[Memory]] = {}
+
+
 class Memory(AsyncChannel):
     """A memory client's channel: y-websocket frames to and from its member of the room.
 
@@ -100,12 +106,21 @@ class Memory(AsyncChannel):
         self._frames: deque[bytes] = deque()
         self._ended = False
         self._waiting = 0
+        self._wake_scope: CancelScope | None = None
         self.send_nb = 0
         self.receive_nb = 0
 
     @property
     def id(self) -> str:
         return self._id
+
+    @property
+    def delivery_pending(self) -> bool:
+        """Whether frames from the room wait to be received (see `wiredb.wait_delivered`)."""
+        if self._frames:
+            return True
+        endpoint = self._endpoint
+        return endpoint is not None and not self._ended and readable(endpoint.fd)
 
     async def __anext__(self) -> bytes:
         try:
@@ -114,7 +129,8 @@ class Memory(AsyncChannel):
             raise StopAsyncIteration() from None
 
     async def send(self, message: bytes) -> None:
-        """Hands a frame to the room (applied and relayed before this returns).
+        """Hands a frame to the room (applied and relayed before this returns), and wakes the
+        room's other memory channels of this thread that wait in `receive()`.
 
         Raises:
             ConnectionError: the channel is closed.
@@ -124,6 +140,14 @@ class Memory(AsyncChannel):
             raise ConnectionError(f"the memory channel of room {self._id!r} is closed")
         self._endpoint.send_frame(bytes(message))
         self.send_nb += 1
+        # The room queued the frame for its members and made their eventfds readable, but an
+        # event loop sees that only when it polls (asyncio: between callbacks). Waking the
+        # receivers here makes them runnable before this task yields, as 0.7.1's memory
+        # streams did: once every task is blocked (`wait_all_tasks_blocked()`), the frame
+        # has been handled.
+        for peer in list(_receiving.get((threading.get_ident(), self._id), ())):
+            if peer is not self and peer._wake_scope is not None:
+                peer._wake_scope.cancel()
 
     async def receive(self) -> bytes:
         """The next frame from the room.
@@ -136,9 +160,18 @@ class Memory(AsyncChannel):
             if endpoint is None or self._ended:
                 raise EndOfStream
             self._waiting += 1
+            key = (threading.get_ident(), self._id)
+            receiving = _receiving.setdefault(key, set())
+            receiving.add(self)
             try:
-                await wait_readable(endpoint.fd)
+                # Cancelled by a sender of this process (see `send`) or readable.
+                with CancelScope() as self._wake_scope:
+                    await wait_readable(endpoint.fd)
             finally:
+                self._wake_scope = None
+                receiving.discard(self)
+                if not receiving:
+                    _receiving.pop(key, None)
                 self._waiting -= 1
             frames, closed = endpoint.receive_frames()
             self._frames.extend(frames)

@@ -3,13 +3,13 @@ in Rust (each prefixed by its length: any size and content arrives whole)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from types import TracebackType
 from typing import overload
 
-from anyio import move_on_after
-
 from wiredb import AsyncServer, Room
+from wiredb._stop import wait_stopped
 from wiredb._wiredb import PipeServer, RoomRegistry
 
 #: How long leaving the server's context waits for its peers to close.
@@ -22,7 +22,7 @@ class AsyncPipeServer(AsyncServer):
     ```py
     async with AsyncPipeServer() as server:
         connection = await server.connect("my_id")
-        # In this process, or in a child that inherited the descriptor:
+        # In this process, or in a child that inherited the descriptors:
         async with AsyncPipeClient("my_id", connection=connection) as client:
             ...
     ```
@@ -71,26 +71,27 @@ class AsyncPipeServer(AsyncServer):
         try:
             if native is not None:
                 native.stop()
-                with move_on_after(STOP_TIMEOUT, shield=True):
-                    await self.room_manager._wait_stopped()
+                await wait_stopped(self.room_manager, STOP_TIMEOUT)
         finally:
             await self.room_manager.__aexit__(exc_type, exc_val, exc_tb)
 
     @overload
-    async def connect(self, id: str) -> int: ...
+    async def connect(self, id: str) -> tuple[int, int]: ...
 
     @overload
     async def connect(self, id: str, server_sender: int, server_receiver: int) -> None: ...
 
     async def connect(
         self, id: str, server_sender: int | None = None, server_receiver: int | None = None
-    ) -> int | None:
+    ) -> tuple[int, int] | None:
         """Adds a client of room `id`.
 
-        Without arguments, returns the client's end of a new socketpair: a descriptor for
-        `AsyncPipeClient(connection=...)`, here or in a child process (pass it with
-        `subprocess.Popen(..., pass_fds=[fd])`, then close it here so that the connection ends
-        when the child does). The client takes ownership of it.
+        Without arguments, returns the client's end of a new socketpair as a tuple of two
+        descriptors, `(sender, receiver)` (two descriptors of the one socket, so that code
+        written for wire-pipe 0.7.1's tuple keeps working): for `AsyncPipeClient(connection=...)`,
+        here or in a child process (`subprocess.Popen(..., pass_fds=connection)`, then close
+        both here, so that the connection ends when the child does). The client takes
+        ownership of them.
 
         With `server_sender` and `server_receiver` (the server's ends of two pipes, or the same
         socket twice), serves the client over them instead, takes ownership of them, and
@@ -99,7 +100,12 @@ class AsyncPipeServer(AsyncServer):
         if self._native is None:
             raise RuntimeError("the server is not running: use it in `async with`")
         if server_sender is None and server_receiver is None:
-            return self._native.connect(id)
+            fd = self._native.connect(id)
+            try:
+                return fd, os.dup(fd)
+            except OSError:
+                os.close(fd)
+                raise
         if server_sender is None or server_receiver is None:
             raise ValueError("give both server_sender and server_receiver, or neither")
         self._native.attach(id, server_sender, server_receiver)

@@ -7,9 +7,10 @@ from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
 from types import TracebackType
 
-from anyio import create_task_group, move_on_after
+from anyio import create_task_group
 
 from wiredb import AsyncServer, Room
+from wiredb._stop import wait_stopped
 from wiredb._wiredb import RoomRegistry, WebSocketServer, set_memory_limit
 
 from ._auth import CLOSED_BY_SERVER, Authorize, Connection, check_close, serve_authorizations
@@ -275,7 +276,6 @@ class AsyncWebSocketServer(AsyncServer):
         native, self._native = self._native, None
         if native is not None:
             native.stop()
-            with move_on_after(STOP_TIMEOUT, shield=True):
-                await self.room_manager._wait_stopped()
+            await wait_stopped(self.room_manager, STOP_TIMEOUT)
         await self._exit_stack.aclose()
         self._port = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from enum import StrEnum
 from time import monotonic
@@ -16,7 +16,9 @@ from anyio import Event, create_task_group, move_on_after, sleep
 from anyio.abc import TaskGroup
 from pycrdt import Awareness, Doc
 
+from . import _delivery as delivery
 from ._channel import AsyncChannel, Channel
+from ._delivery import readable
 from ._doc import Doc as WireDoc
 from ._links import AsyncChannelLink, ChannelLink, Link, wait_link
 from ._sync import DocSync
@@ -142,6 +144,7 @@ class AsyncClient:
         self._stopping = False
         self._close_reason: tuple[int, str] | None = None
         self._sent_waiters: list[Event] = []
+        self._pulls: list[Pull] = []
 
     @property
     def doc(self) -> Doc[Any]:
@@ -227,6 +230,19 @@ class AsyncClient:
                 self._sync.endpoint.wake_when_sent()
             await event.wait()
 
+    def _delivery_pending(self) -> bool:
+        """Whether something this client sent or was sent waits in this process (see
+        `wiredb.wait_delivered`)."""
+        sync = self._sync
+        if sync is None or sync.closed is not None:
+            return False
+        link = sync.endpoint
+        if isinstance(link, Endpoint):
+            return link.unsent or readable(link.fd)
+        if isinstance(link, AsyncChannelLink):
+            return link.delivery_pending
+        return False
+
     def _check_sent(self, sync: DocSync) -> None:
         if not self._sent_waiters:
             return
@@ -258,19 +274,51 @@ class AsyncClient:
                 log.exception("a connection status observer failed")
 
     def push(self) -> None:
-        """Sends the local changes made since the last push (with `auto_push=False`)."""
+        """Sends the local changes made since the last push (with `auto_push=False`), merged
+        into one update. It queues them and returns at once, as 0.7.1's did; `await
+        client.wait_sent()` returns once they are written to the connection."""
         if self._sync is not None:
             self._sync.push()
 
-    def pull(self) -> None:
-        """Applies every remote change received so far (with `auto_pull=False`)."""
-        if self._sync is not None:
-            self._sync.pull()
-            self._after_process(self._sync)
+    def pull(self) -> Pull:
+        """Applies the remote changes received so far and asks the peer for the rest: once
+        its answer is applied, the document holds everything the peer held when it read the
+        request (an edit another client pushed just before is not missed). The answer is
+        applied as it arrives; with `auto_pull=False`, the first one sets `synchronized`.
+
+        As in 0.7.1 it can be called and forgotten (`client.pull()`); `await client.pull()`
+        returns once the answer is applied. A pull outlives a lost connection: the next one's
+        first sync answers it.
+
+        Raises (when awaited):
+            ConnectionError: the client closed, or lost its connection for good, first.
+        """
+        sync = self._sync
+        pull = Pull()
+        if sync is None or self._closed.is_set():
+            pull.fail("the client is not connected")
+            return pull
+        pull.target, pull.sync = sync.pull(), sync
+        self._pulls.append(pull)
+        self._after_process(sync)
+        return pull
 
     def _after_process(self, sync: DocSync) -> None:
         if sync.synced and not self._synchronized.is_set():
             self._synchronized.set()
+        if self._pulls:
+            waiting = []
+            for pull in self._pulls:
+                if pull.sync is sync and sync.pulled(pull.target):
+                    pull.done.set()
+                else:
+                    waiting.append(pull)
+            self._pulls = waiting
+
+    def _fail_pulls(self, reason: str) -> None:
+        pulls, self._pulls = self._pulls, []
+        for pull in pulls:
+            pull.fail(reason)
 
     async def _open_link(self, task_group: TaskGroup) -> Link:
         if isinstance(self._channel, AsyncChannel):
@@ -292,6 +340,11 @@ class AsyncClient:
             release(previous.endpoint)
         self._sync = sync
         sync.start()
+        if self._pulls:
+            # The new connection's first answer holds everything the peer has now.
+            target = sync.adopt_pull()
+            for pull in self._pulls:
+                pull.sync, pull.target = sync, target
         if self._awareness is not None and self._task_group is not None:
             self._start_awareness(sync, self._task_group, self._awareness)
         if self._sent_waiters:
@@ -345,8 +398,12 @@ class AsyncClient:
                 sync = self._attach(link, sync)
         finally:
             first.set()
+            if not self._stopping and self._synchronized.is_set():
+                # Disconnected for good (kicked, refused, not reconnecting): no longer in sync.
+                self._synchronized = Event()
             self._set_status(ConnectionStatus.DISCONNECTED)
             self._closed.set()
+            self._fail_pulls("the connection closed before the pull was answered")
 
     async def _try_open(self) -> Link | None:
         """Opens a new link; None (logged) if that failed at once."""
@@ -392,9 +449,11 @@ class AsyncClient:
         except BaseException:
             await self._shutdown()
             raise
+        delivery.track(self)
         return self
 
     async def _shutdown(self) -> None:
+        delivery.untrack(self)
         sync, task_group = self._sync, self._task_group
         if task_group is None:
             return
@@ -408,6 +467,7 @@ class AsyncClient:
                 with move_on_after(CLOSE_TIMEOUT, shield=True):
                     await self._closed.wait()
         self._sync = None
+        self._fail_pulls("the client closed before the pull was answered")
         task_group.cancel_scope.cancel()
         await task_group.__aexit__(None, None, None)
         if sync is not None:
@@ -463,7 +523,9 @@ class Client:
 
     @property
     def synchronized(self) -> bool:
-        return self._sync is not None and self._sync.synced
+        """Whether a pull was answered, and the connection has not closed since."""
+        sync = self._sync
+        return sync is not None and sync.synced and sync.closed is None
 
     def _require(self) -> DocSync:
         if self._sync is None:
@@ -471,38 +533,41 @@ class Client:
         return self._sync
 
     def pull(self, timeout: float | None = None) -> None:
-        """Applies the remote changes received so far; the first call waits for the sync.
+        """Applies the remote changes received so far, asks the peer for the rest and blocks
+        (without the GIL) until its answer is applied: then the document holds everything the
+        peer held when it read the request. The first call synchronizes the document.
 
         Raises:
-            ConnectionError: the connection closed before the document was synchronized.
-            TimeoutError: `timeout` seconds passed before the document was synchronized.
+            ConnectionError: the connection closed before the answer came.
+            TimeoutError: `timeout` seconds passed before the answer came.
         """
         sync = self._require()
-        sync.pull()
+        target = sync.pull()
         deadline = None if timeout is None else monotonic() + timeout
-        while not sync.synced:
+        while not sync.pulled(target):
             if sync.closed is not None:
                 code, reason = sync.closed
                 raise ConnectionError(reason or f"connection closed with code {code}")
             left = None if deadline is None else max(0.0, deadline - monotonic())
             if not self._wait(left) and left is not None:
-                raise TimeoutError("the document was not synchronized in time")
-            sync.pull()
+                raise TimeoutError("the peer did not answer the pull in time")
+            sync.apply_received()
 
     def push(self) -> None:
         """Sends the local changes made since the last push."""
         self._require().push()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Blocks (without holding the GIL) until something arrives from the peer, then pulls.
+        """Blocks (without holding the GIL) until something arrives from the peer, then applies
+        what arrived (no round trip, unlike `pull()`).
 
         Returns:
             False if `timeout` seconds passed with nothing new.
         """
-        self._require()
+        sync = self._require()
         if not self._wait(timeout):
             return False
-        self.pull()
+        sync.apply_received()
         return True
 
     def __enter__(self) -> Client:
@@ -535,6 +600,30 @@ class Client:
                     break
                 sync.process(sync.endpoint.receive())
         self._sync = self._link = None
+
+
+class Pull:
+    """What `AsyncClient.pull()` returns: awaiting it returns once the peer's answer to the
+    pull is applied (or raises `ConnectionError` if it never will be). Not awaiting it is
+    fine: the pull happens all the same."""
+
+    def __init__(self) -> None:
+        self.done = Event()
+        self.sync: DocSync | None = None
+        self.target = 0
+        self._failure: str | None = None
+
+    def fail(self, reason: str) -> None:
+        self._failure = reason
+        self.done.set()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self._wait().__await__()
+
+    async def _wait(self) -> None:
+        await self.done.wait()
+        if self._failure is not None:
+            raise ConnectionError(self._failure)
 
 
 def release(link: Link) -> None:
@@ -640,8 +729,10 @@ class AsyncClientMixin:
     def push(self) -> None:
         self._client.push()
 
-    def pull(self) -> None:
-        self._client.pull()
+    def pull(self) -> Pull:
+        """Pulls (see `AsyncClient.pull`): `await client.pull()` returns once the peer's
+        answer is applied."""
+        return self._client.pull()
 
 
 class ClientMixin:

@@ -67,6 +67,19 @@ class AsyncChannelLink:
         """Whether frames wait to be sent, or are being sent."""
         return bool(self._outgoing) or self._sending
 
+    @property
+    def delivery_pending(self) -> bool:
+        """Whether something sent or received waits for one of this link's tasks: frames to
+        send, frames received and not taken, or frames its channel holds for it (a channel
+        may say so with a `delivery_pending` property, as `wire_memory.Memory` does)."""
+        if self._closed is not None:
+            return False
+        return (
+            self.unsent
+            or bool(self._incoming)
+            or bool(getattr(self._channel, "delivery_pending", False))
+        )
+
     def wake_when_sent(self) -> None:
         """Wakes `wait()` once nothing is `unsent`."""
         if self.unsent:

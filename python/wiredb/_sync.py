@@ -52,14 +52,26 @@ class DocSync:
         self._remote: list[bytes] = []
         #: Received updates that start beyond the document's clocks, oldest first.
         self._waiting: list[bytes] = []
-        self._remote_synced = False
+        #: Sync step 1s sent on this link, answers (step 2s) received, and the number of
+        #: answers whose content the document holds. A peer answers each step 1 with a step 2,
+        #: in order, so the n-th step 2 answers the n-th step 1.
+        self._step1_sent = 0
+        self._step2_received = 0
+        self._step2_applied = 0
+        #: The answer that the latest pull waits for (0: no pull asked yet).
+        self._pull_target = 0
         self._pull_requested = False
         self._subscription: Subscription | None = doc.observe(self._on_change)
         self.awareness = AwarenessSync(endpoint)
 
     def start(self) -> None:
         """Opens the sync: sends our state vector (sync step 1)."""
+        self._send_step1()
+
+    def _send_step1(self) -> int:
         self.endpoint.send_step1(self.doc.get_state())
+        self._step1_sent += 1
+        return self._step1_sent
 
     @property
     def unsent(self) -> bool:
@@ -91,10 +103,31 @@ class DocSync:
             updates, self._local = self._local, []
             self.endpoint.send_update(updates[0] if len(updates) == 1 else merge_updates(*updates))
 
-    def pull(self) -> None:
-        """Applies everything received so far; if not synchronized yet, the sync completes as
-        soon as the peer's answer arrives."""
+    def pull(self) -> int:
+        """Starts a pull: applies everything received so far and asks the peer for what the
+        document still lacks (a sync step 1). Its answer is applied as soon as it arrives;
+        `pulled(target)` (with the number returned) says when it was. Everything the peer held
+        when it read the request is then in the document, whatever was in flight before."""
+        self.apply_received()
+        # A closed link answers nothing: the client moves the pull to the next one.
+        self._pull_target = self._send_step1() if self.closed is None else self._step1_sent + 1
         self._pull_requested = True
+        return self._pull_target
+
+    def adopt_pull(self) -> int:
+        """Makes this new link's first answer (to `start()`'s step 1, which holds everything
+        the peer has) complete the pulls that a lost link left unanswered."""
+        self._pull_requested = True
+        self._pull_target = max(self._pull_target, 1)
+        return self._pull_target
+
+    def pulled(self, target: int) -> bool:
+        """Whether the document holds the answer that `pull()` (which returned `target`)
+        waits for."""
+        return self._step2_applied >= target
+
+    def apply_received(self) -> None:
+        """Applies what was received so far (no round trip)."""
         self.process(self.endpoint.receive())
         self._apply_remote()
 
@@ -109,8 +142,7 @@ class DocSync:
         self.awareness.receive(batch.awareness)
         if batch.query_awareness:
             self.awareness.announce()
-        if batch.synced:
-            self._remote_synced = True
+        self._step2_received += batch.step2
         if batch.denied is not None:
             self.denied = batch.denied
             log.warning("permission denied: %s", batch.denied)
@@ -130,10 +162,13 @@ class DocSync:
                 self._integrate(updates)
             finally:
                 self._applying = False
-        if self._remote_synced:
+        self._step2_applied = self._step2_received
+        # Synchronized once the first answer is in: the connection's (with auto_pull), else
+        # the first pull's (0.7.1's first pull asked the peer, and waited for its answer).
+        first = 1 if self.auto_pull else self._pull_target
+        if first and self._step2_applied >= first:
             self.synced = True
-        if self.synced:
-            # A pull asked before the sync waits for it; after, each pull takes what is there.
+        if self._pull_requested and self._step2_applied >= self._pull_target:
             self._pull_requested = False
 
     def _integrate(self, updates: list[bytes]) -> None:

@@ -44,6 +44,9 @@ class Batch:
     def synced(self) -> bool:
         """A sync step 2 arrived."""
     @property
+    def step2(self) -> int:
+        """How many sync step 2s arrived (each answers one sync step 1, in order)."""
+    @property
     def awareness(self) -> list[bytes]:
         """Awareness updates, in order."""
     @property

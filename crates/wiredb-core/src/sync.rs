@@ -15,6 +15,8 @@ pub struct Batch {
     pub step1: Vec<Bytes>,
     /// A sync step 2 arrived: once applied, the document is synchronized.
     pub synced: bool,
+    /// How many sync step 2s arrived (a peer answers each step 1 with one, in order).
+    pub step2: usize,
     /// Awareness updates, in order.
     pub awareness: Vec<Bytes>,
     /// The peer asked for our awareness states (y-protocols query-awareness).
@@ -53,6 +55,7 @@ pub fn absorb(frames: &[Bytes], limits: &GuardLimits) -> Batch {
                 Message::SyncStep1(sv) => batch.step1.push(sv),
                 Message::SyncStep2(update) => {
                     batch.synced = true;
+                    batch.step2 += 1;
                     updates.push(update);
                 }
                 Message::Update(update) => updates.push(update),
@@ -126,6 +129,7 @@ mod tests {
         let batch = absorb(&frames, &GuardLimits::default());
         assert_eq!(batch.step1.len(), 1);
         assert!(batch.synced);
+        assert_eq!(batch.step2, 1);
         assert!(batch.updates.is_empty());
         assert_eq!(batch.denied.as_deref(), Some("read-only"));
         assert_eq!(batch.errors.len(), 1);

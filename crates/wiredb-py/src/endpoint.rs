@@ -378,6 +378,11 @@ impl Batch {
     }
 
     #[getter]
+    fn step2(&self) -> usize {
+        self.batch.step2
+    }
+
+    #[getter]
     fn awareness<'py>(&self, py: Python<'py>) -> Vec<Bound<'py, PyBytes>> {
         to_bytes(py, &self.batch.awareness)
     }
