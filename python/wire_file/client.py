@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from io import FileIO
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import anyio
 from anyio import Lock
 from pycrdt import Decoder, Doc, write_message
 
 from wiredb import AsyncChannel, Channel
+from wiredb._channel import NotProvided
 
 from ._client import AsyncFileClient as AsyncFileClient
 from ._client import FileClient as FileClient
@@ -85,44 +86,12 @@ def _squashed(records: bytes) -> bytes:
     return doc.get_update()
 
 
-class File(Channel):
-    """wire-file 0.7.1's internal blocking channel; not available here: use `FileClient`."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise NotImplementedError(
-            "wire_file.client.File (0.7.1's internal channel) is not provided: "
-            "use FileClient(path=...)"
-        )
-
-    @property
-    def id(self) -> str:
-        raise NotImplementedError
-
-    def send(self, message: bytes) -> NoReturn:
-        raise NotImplementedError
-
-    def receive(self, timeout: float | None = None) -> NoReturn:
-        raise NotImplementedError
+class File(NotProvided, Channel):
+    """Use `FileClient(path=...)`: wire-file 0.7.1's internal blocking channel is not here."""
 
 
-class AsyncFile(AsyncChannel):
-    """wire-file 0.7.1's internal async channel; not available here: use `AsyncFileClient`."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise NotImplementedError(
-            "wire_file.client.AsyncFile (0.7.1's internal channel) is not provided: "
-            "use AsyncFileClient(path=...)"
-        )
-
-    @property
-    def id(self) -> str:
-        raise NotImplementedError
-
-    async def send(self, message: bytes) -> NoReturn:
-        raise NotImplementedError
-
-    async def receive(self) -> NoReturn:
-        raise NotImplementedError
+class AsyncFile(NotProvided, AsyncChannel):
+    """Use `AsyncFileClient(path=...)`: wire-file 0.7.1's internal async channel is not here."""
 
 
 __all__ = [

@@ -8,9 +8,8 @@ stop marker frame nothing; they are kept as the values 0.7.1 had, for code that 
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
-
 from wiredb import AsyncChannel
+from wiredb._channel import NotProvided
 
 from ._server import AsyncPipeServer as AsyncPipeServer
 
@@ -22,25 +21,10 @@ STOP = bytes([80, 131, 218, 244, 198, 47, 146, 214])
 MAX_RECEIVE_BYTE_NB = 2**16
 
 
-class Pipe(AsyncChannel):
-    """wire-pipe 0.7.1's channel over separator-framed pipes; not available here (its framing
-    breaks on updates that contain the separator). Use `AsyncPipeClient(connection=...)`."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise NotImplementedError(
-            "wire_pipe.server.Pipe (0.7.1's separator-framed channel) is not provided: "
-            "use AsyncPipeClient(connection=await server.connect(id))"
-        )
-
-    @property
-    def id(self) -> str:
-        raise NotImplementedError
-
-    async def send(self, message: bytes) -> NoReturn:
-        raise NotImplementedError
-
-    async def receive(self) -> NoReturn:
-        raise NotImplementedError
+class Pipe(NotProvided, AsyncChannel):
+    """Use `AsyncPipeClient(connection=await server.connect(id))`: wire-pipe 0.7.1's
+    separator-framed channel is not here (its framing breaks on updates that contain the
+    separator)."""
 
 
 __all__ = ["MAX_RECEIVE_BYTE_NB", "SEPARATOR", "STOP", "AsyncPipeServer", "Pipe"]

@@ -64,3 +64,16 @@ class AsyncChannel(ABC):
     @abstractmethod
     async def receive(self) -> bytes:
         """Receives a message; raises `StopAsyncIteration` (or any error) when the stream ends."""
+
+
+class NotProvided:
+    """A 0.7.1 internal channel class kept for its name only: creating one raises, naming what
+    to use instead (the subclass's docstring, up to its first colon)."""
+
+    def __new__(cls, *args: object, **kwargs: object) -> NotProvided:
+        # Raised before the abstract methods of the channel base are even checked.
+        instead = (cls.__doc__ or "").strip().splitlines()[0].split(":")[0]
+        raise NotImplementedError(
+            f"{cls.__module__}.{cls.__qualname__} (0.7.1's internal channel) is not provided: "
+            f"{instead[:1].lower()}{instead[1:]}"
+        )
