@@ -628,6 +628,10 @@ impl RoomCore {
                 if !entry.awareness_allowed(limits.max_awareness_per_second) {
                     return Ok(()); // dropped: the next state within the rate carries the news
                 }
+                // Room for the frame that relays it, before anything is applied.
+                if !fits_memory(payload.len()) {
+                    return Err(over_budget());
+                }
                 let relay = state.awareness.apply(member, &payload, &limits.awareness());
                 // What was accepted before an error is relayed all the same.
                 let (relay, error) = match relay {
