@@ -282,21 +282,22 @@ async fn open_connection(
     } = shared;
     let _ = stream.set_nodelay(true);
     let mut stream = stream;
-    let head =
-        match tokio::time::timeout(config.handshake_timeout, http::read_head(&mut stream)).await {
-            Ok(Ok(Some(head))) => head,
-            Ok(Ok(None) | Err(_)) => return None,
-            Err(_) => {
-                tracing::debug!(%peer, "handshake timed out");
-                return None;
-            }
-        };
+    // One deadline for the request head and the WebSocket handshake together.
+    let handshake_deadline = tokio::time::Instant::now() + config.handshake_timeout;
+    let head = match tokio::time::timeout_at(handshake_deadline, http::read_head(&mut stream)).await
+    {
+        Ok(Ok(Some(head))) => head,
+        Ok(Ok(None) | Err(_)) => return None,
+        Err(_) => {
+            tracing::debug!(%peer, "handshake timed out");
+            return None;
+        }
+    };
     match http::classify(&head) {
         http::Head::Upgrade => {}
         other => {
-            let _ =
-                tokio::time::timeout(config.handshake_timeout, http::answer(&mut stream, &other))
-                    .await;
+            let _ = tokio::time::timeout_at(handshake_deadline, http::answer(&mut stream, &other))
+                .await;
             return None;
         }
     }
@@ -338,7 +339,7 @@ async fn open_connection(
     };
     let handshake =
         tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config.websocket()));
-    let mut ws = match tokio::time::timeout(config.handshake_timeout, handshake).await {
+    let mut ws = match tokio::time::timeout_at(handshake_deadline, handshake).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(error)) => {
             tracing::debug!(%peer, %error, "handshake failed");
