@@ -176,7 +176,8 @@ fn decode_message(reader: &mut Reader<'_>) -> Result<Message, DecodeError> {
     })
 }
 
-pub fn write_varuint(out: &mut BytesMut, mut value: u64) {
+/// Appends a lib0 varuint (to a frame, a file record, anything that takes bytes).
+pub fn write_varuint(out: &mut impl BufMut, mut value: u64) {
     while value >= 0x80 {
         out.put_u8((value as u8 & 0x7f) | 0x80);
         value >>= 7;
@@ -189,7 +190,8 @@ pub fn write_buf(out: &mut BytesMut, data: &[u8]) {
     out.put_slice(data);
 }
 
-fn varuint_len(value: u64) -> usize {
+/// The bytes `write_varuint` takes for `value`.
+pub fn varuint_len(value: u64) -> usize {
     (64 - value.max(1).leading_zeros() as usize).div_ceil(7)
 }
 

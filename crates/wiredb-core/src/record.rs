@@ -17,6 +17,8 @@
 //! Nothing here touches the disk, and nothing panics on any input.
 
 use std::ops::Range;
+
+use crate::protocol::{varuint_len, write_varuint};
 use std::panic::catch_unwind;
 
 use yrs::encoding::read::Read;
@@ -35,7 +37,7 @@ pub fn encode_records(updates: &[&[u8]]) -> Vec<u8> {
     let size = updates.iter().map(|u| u.len() + TRAILER_LEN + 4).sum();
     let mut buf = Vec::with_capacity(size);
     for update in updates {
-        write_var_uint(&mut buf, (update.len() + TRAILER_LEN) as u64);
+        write_varuint(&mut buf, (update.len() + TRAILER_LEN) as u64);
         buf.extend_from_slice(update);
         buf.push(TRAILER_MAGIC);
         buf.extend_from_slice(&crc32c(update).to_le_bytes());
@@ -47,7 +49,7 @@ pub fn encode_records(updates: &[&[u8]]) -> Vec<u8> {
 pub fn encode_legacy_records(updates: &[&[u8]]) -> Vec<u8> {
     let mut buf = Vec::new();
     for update in updates {
-        write_var_uint(&mut buf, update.len() as u64);
+        write_varuint(&mut buf, update.len() as u64);
         buf.extend_from_slice(update);
     }
     buf
@@ -56,24 +58,7 @@ pub fn encode_legacy_records(updates: &[&[u8]]) -> Vec<u8> {
 /// The size of the record that [`encode_records`] makes of an update of `len` bytes.
 pub fn record_len(len: usize) -> usize {
     let inner = len + TRAILER_LEN;
-    var_uint_len(inner as u64) + inner
-}
-
-fn write_var_uint(buf: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        buf.push((n as u8 & 0x7f) | 0x80);
-        n >>= 7;
-    }
-    buf.push(n as u8);
-}
-
-pub fn var_uint_len(mut n: u64) -> usize {
-    let mut len = 1;
-    while n >= 0x80 {
-        n >>= 7;
-        len += 1;
-    }
-    len
+    varuint_len(inner as u64) + inner
 }
 
 /// Reads a lib0 varuint; `None` if torn or longer than 8 bytes (no real record is 2^56 long,
