@@ -17,12 +17,12 @@
 //! Nothing here touches the disk, and nothing panics on any input.
 
 use std::ops::Range;
-
-use crate::protocol::{varuint_len, write_varuint};
 use std::panic::catch_unwind;
 
 use yrs::encoding::read::Read;
 use yrs::updates::decoder::{Decode, DecoderV1};
+
+use crate::protocol::{varuint_len, write_varuint};
 use yrs::Update;
 
 use crate::scan::{scan_update_v1, ScanLimits};
