@@ -21,10 +21,9 @@ use std::panic::catch_unwind;
 
 use yrs::encoding::read::Read;
 use yrs::updates::decoder::{Decode, DecoderV1};
-
-use crate::protocol::{varuint_len, write_varuint};
 use yrs::Update;
 
+use crate::protocol::{varuint_len, write_varuint};
 use crate::scan::{scan_update_v1, ScanLimits};
 
 /// The first byte of a record's trailer.
