@@ -45,10 +45,6 @@ impl WaitingSet {
         self.entries.is_empty()
     }
 
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
     /// What the waiting updates were charged, in all.
     pub fn cost(&self) -> usize {
         self.cost
