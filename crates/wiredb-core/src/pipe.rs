@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::unix::pipe;
 use tokio::sync::{watch, Notify};
 use tokio_util::task::TaskTracker;
@@ -45,35 +45,58 @@ pub enum FrameError {
     Io(#[from] io::Error),
 }
 
-/// Reads one frame; `None` when the stream ends cleanly between frames. A frame longer than
-/// `max` is refused before its body is read, and the body's buffer grows as bytes arrive, so a
-/// peer declaring a huge length allocates nothing it does not send.
-pub async fn read_frame<R>(reader: &mut R, max: usize) -> Result<Option<Bytes>, FrameError>
-where
-    R: AsyncRead + Unpin,
-{
-    let mut header = [0u8; HEADER_BYTES];
-    let mut filled = 0;
-    while filled < HEADER_BYTES {
-        match reader.read(&mut header[filled..]).await? {
-            0 if filled == 0 => return Ok(None),
-            0 => return Err(FrameError::Truncated),
-            n => filled += n,
+/// Reads frames from a stream. Cancel-safe: what a read interrupted by another branch of a
+/// `select!` had taken of a frame stays in the reader's buffer for the next call.
+pub struct FrameReader<R> {
+    reader: R,
+    buffer: BytesMut,
+    max: usize,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// Frames longer than `max` are refused.
+    pub fn new(reader: R, max: usize) -> Self {
+        FrameReader {
+            reader,
+            buffer: BytesMut::new(),
+            max,
         }
     }
-    let len = u32::from_le_bytes(header) as usize;
-    if len > max {
-        return Err(FrameError::TooBig { len, max });
+
+    /// The next frame; `None` when the stream ends cleanly between frames. A frame longer than
+    /// the limit is refused before its body is read, and the buffer grows as bytes arrive, so a
+    /// peer declaring a huge length allocates nothing it does not send.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, FrameError> {
+        loop {
+            let needed = match self.buffer.get(..HEADER_BYTES) {
+                Some(header) => {
+                    let len =
+                        u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+                    if len > self.max {
+                        return Err(FrameError::TooBig { len, max: self.max });
+                    }
+                    if self.buffer.len() >= HEADER_BYTES + len {
+                        // Copied out: a frame the room keeps must not pin the read buffer.
+                        let frame =
+                            Bytes::copy_from_slice(&self.buffer[HEADER_BYTES..HEADER_BYTES + len]);
+                        self.buffer.advance(HEADER_BYTES + len);
+                        return Ok(Some(frame));
+                    }
+                    HEADER_BYTES + len - self.buffer.len()
+                }
+                None => HEADER_BYTES - self.buffer.len(),
+            };
+            self.buffer
+                .reserve(needed.clamp(HEADER_BYTES, BUFFER_BYTES));
+            if self.reader.read_buf(&mut self.buffer).await? == 0 {
+                return if self.buffer.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(FrameError::Truncated)
+                };
+            }
+        }
     }
-    let mut body = Vec::with_capacity(len.min(BUFFER_BYTES));
-    (&mut *reader)
-        .take(len as u64)
-        .read_to_end(&mut body)
-        .await?;
-    if body.len() != len {
-        return Err(FrameError::Truncated);
-    }
-    Ok(Some(body.into()))
 }
 
 /// Writes one frame (not flushed).
@@ -242,11 +265,7 @@ async fn serve_peer(
     let stop = async move {
         let _ = shutdown.wait_for(|stopping| *stopping).await;
     };
-    let reader = PipeReader {
-        reader,
-        buffer: BytesMut::new(),
-        max: config.max_message_bytes,
-    };
+    let reader = PipeReader(FrameReader::new(reader, config.max_message_bytes));
     let writer = PipeWriter(BufWriter::with_capacity(BUFFER_BYTES, writer));
     session::serve(
         core,
@@ -263,44 +282,20 @@ async fn serve_peer(
     drop(lease);
 }
 
-/// The reading side of a pipe member. Frames are cut from a buffer of its own, so a read
-/// interrupted by the session (a shutdown, a ping) loses nothing of a frame half read.
-struct PipeReader {
-    reader: Reader,
-    buffer: BytesMut,
-    max: usize,
-}
+/// The reading side of a pipe member.
+struct PipeReader(FrameReader<Reader>);
 
 impl PeerReader for PipeReader {
     async fn next(&mut self) -> Received {
-        loop {
-            let needed = match self.buffer.get(..HEADER_BYTES) {
-                Some(header) => {
-                    let len =
-                        u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-                    if len > self.max {
-                        return Received::Ended(CloseReason::new(1009, "message too big"));
-                    }
-                    if self.buffer.len() >= HEADER_BYTES + len {
-                        self.buffer.advance(HEADER_BYTES);
-                        return Received::Frame(self.buffer.split_to(len).freeze());
-                    }
-                    HEADER_BYTES + len - self.buffer.len()
-                }
-                None => HEADER_BYTES - self.buffer.len(),
-            };
-            // Grown as bytes arrive: a peer declaring a huge length allocates nothing it does
-            // not send.
-            self.buffer
-                .reserve(needed.clamp(HEADER_BYTES, BUFFER_BYTES));
-            match self.reader.read_buf(&mut self.buffer).await {
-                Ok(0) if self.buffer.is_empty() => return Received::Ended(CloseReason::normal()),
-                Ok(0) => return Received::Ended(CloseReason::new(1006, "")),
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::debug!(%error, "pipe member lost");
-                    return Received::Ended(CloseReason::new(1006, ""));
-                }
+        match self.0.next().await {
+            Ok(Some(frame)) => Received::Frame(frame),
+            Ok(None) => Received::Ended(CloseReason::normal()),
+            Err(FrameError::TooBig { .. }) => {
+                Received::Ended(CloseReason::new(1009, "message too big"))
+            }
+            Err(error) => {
+                tracing::debug!(%error, "pipe member lost");
+                Received::Ended(CloseReason::new(1006, ""))
             }
         }
     }
@@ -363,7 +358,7 @@ async fn run_client(
     inbound: &FrameQueue,
     max_message_bytes: usize,
 ) -> CloseReason {
-    let mut reader = BufReader::with_capacity(BUFFER_BYTES, reader);
+    let mut reader = FrameReader::new(reader, max_message_bytes);
     let sending = async move {
         let mut writer = BufWriter::with_capacity(BUFFER_BYTES, writer);
         loop {
@@ -385,7 +380,7 @@ async fn run_client(
     };
     let receiving = async {
         loop {
-            match read_frame(&mut reader, max_message_bytes).await {
+            match reader.next().await {
                 Ok(Some(frame)) => {
                     if !inbound.push_wait(frame).await {
                         return CloseReason::normal();
@@ -434,17 +429,18 @@ mod tests {
             Bytes::from(big),
         ];
         let sent = frames.clone();
+        let mut frames_of_b = FrameReader::new(&mut b, 8 << 20);
         let writer = tokio::spawn(async move {
             for frame in &sent {
                 write_frame(&mut a, frame).await.unwrap();
             }
         });
         for frame in &frames {
-            let got = read_frame(&mut b, 8 << 20).await.unwrap().unwrap();
+            let got = frames_of_b.next().await.unwrap().unwrap();
             assert_eq!(&got, frame);
         }
         writer.await.unwrap();
-        assert!(read_frame(&mut b, 8 << 20).await.unwrap().is_none());
+        assert!(frames_of_b.next().await.unwrap().is_none());
     }
 
     #[tokio::test]
@@ -452,7 +448,7 @@ mod tests {
         let (mut a, mut b) = tokio::io::duplex(1 << 16);
         write_frame(&mut a, &[0; 100]).await.unwrap();
         assert!(matches!(
-            read_frame(&mut b, 99).await,
+            FrameReader::new(&mut b, 99).next().await,
             Err(FrameError::TooBig { len: 100, max: 99 })
         ));
 
@@ -461,7 +457,7 @@ mod tests {
         a.write_all(b"short").await.unwrap();
         drop(a);
         assert!(matches!(
-            read_frame(&mut b, 99).await,
+            FrameReader::new(&mut b, 99).next().await,
             Err(FrameError::Truncated)
         ));
 
@@ -469,7 +465,7 @@ mod tests {
         a.write_all(&[1, 0]).await.unwrap();
         drop(a);
         assert!(matches!(
-            read_frame(&mut b, 99).await,
+            FrameReader::new(&mut b, 99).next().await,
             Err(FrameError::Truncated)
         ));
     }
