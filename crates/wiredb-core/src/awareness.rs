@@ -112,7 +112,8 @@ impl AwarenessTable {
     /// Applies an update from `member`; returns the accepted entries re-encoded (to relay), or
     /// None when nothing changed. An id already owned by another live member is not accepted,
     /// nor is a state larger than the limit. A member past its share of ids, or a room past
-    /// its own, is an error: what it sent up to there is applied.
+    /// its own, is an error: what it sent up to there is applied but not relayed (the member is
+    /// closed for it, which removes its ids again).
     pub fn apply(
         &mut self,
         member: MemberId,
@@ -139,7 +140,8 @@ impl AwarenessTable {
                 continue;
             }
             let previous = current.map(|c| (c.owner, c.state.len()));
-            if previous.map(|(owner, _)| owner) != Some(member) {
+            let taken_over = previous.map(|(owner, _)| owner) != Some(member);
+            if taken_over {
                 if self.owned.get(&member).copied().unwrap_or(0) >= limits.max_clients_per_member {
                     failed = Some(AwarenessError::TooManyClients {
                         limit: limits.max_clients_per_member,
@@ -167,7 +169,7 @@ impl AwarenessTable {
             if let Some((owner, _)) = previous.filter(|(owner, _)| *owner != member) {
                 self.disown(owner);
             }
-            if previous.map(|(owner, _)| owner) != Some(member) {
+            if taken_over {
                 *self.owned.entry(member).or_default() += 1;
             }
             self.entries.insert(
@@ -180,20 +182,18 @@ impl AwarenessTable {
             );
             accepted.push(entry);
         }
-        let relay = if accepted.is_empty() {
-            None
-        } else {
-            self.snapshot = None;
-            Some(encode_update(
-                accepted
-                    .iter()
-                    .map(|e| (e.client, e.clock, e.state.as_ref())),
-            ))
-        };
-        match failed {
-            Some(error) => Err(error),
-            None => Ok(relay),
+        if accepted.is_empty() {
+            return failed.map_or(Ok(None), Err);
         }
+        self.snapshot = None;
+        if let Some(error) = failed {
+            return Err(error);
+        }
+        Ok(Some(encode_update(
+            accepted
+                .iter()
+                .map(|e| (e.client, e.clock, e.state.as_ref())),
+        )))
     }
 
     fn disown(&mut self, owner: MemberId) {

@@ -229,6 +229,14 @@ impl RoomState {
         guard::encode_state(&self.doc, sv).unwrap_or_else(|| crate::protocol::EMPTY_UPDATE.to_vec())
     }
 
+    /// Counts an awareness message (or query) of `member` in its rate window; false past the
+    /// rate.
+    fn awareness_allowed(&mut self, member: MemberId) -> Result<bool, RoomError> {
+        let per_second = self.limits.max_awareness_per_second;
+        let entry = self.members.get_mut(&member).ok_or(RoomError::NotAMember)?;
+        Ok(entry.awareness_allowed(per_second))
+    }
+
     /// The document changed: what was encoded of it is stale.
     fn changed(&mut self) {
         self.whole_step2 = None;
@@ -355,23 +363,20 @@ impl RoomCore {
         &self.id
     }
 
-    /// Whether a frame of `len` bytes may keep the room busy for long: it is large, updates
-    /// wait (any frame may then set off a long run of applies), or another such frame is being
-    /// handled (the room's lock is then held for long). A server hands such frames off the
-    /// threads that serve every other connection; holding the returned guard while doing so
-    /// marks the room busy.
     /// Whether a heavy frame (see [`RoomCore::heavy`]) is being handled: the room's lock may
     /// be held for long, and a thread that serves other connections should not wait for it.
     pub fn busy(&self) -> bool {
         self.heavy.load(Ordering::Relaxed) > 0
     }
 
+    /// Whether a frame of `len` bytes may keep the room busy for long: it is large, updates
+    /// wait (any frame may then set off a long run of applies), or another such frame is being
+    /// handled (the room's lock is then held for long). A server hands such frames off the
+    /// threads that serve every other connection; holding the returned guard while doing so
+    /// marks the room busy.
     pub fn heavy(&self, len: usize) -> Option<Heavy<'_>> {
         const HEAVY_FRAME_BYTES: usize = 64 << 10;
-        if len >= HEAVY_FRAME_BYTES
-            || self.has_waiting.load(Ordering::Relaxed)
-            || self.heavy.load(Ordering::Relaxed) > 0
-        {
+        if len >= HEAVY_FRAME_BYTES || self.has_waiting.load(Ordering::Relaxed) || self.busy() {
             self.heavy.fetch_add(1, Ordering::Relaxed);
             Some(Heavy(&self.heavy))
         } else {
@@ -620,43 +625,25 @@ impl RoomCore {
             }
             Message::Awareness(payload) => {
                 let mut state = self.lock();
-                let limits = state.limits;
-                let entry = state
-                    .members
-                    .get_mut(&member)
-                    .ok_or(RoomError::NotAMember)?;
-                if !entry.awareness_allowed(limits.max_awareness_per_second) {
+                if !state.awareness_allowed(member)? {
                     return Ok(()); // dropped: the next state within the rate carries the news
                 }
                 // Room for the frame that relays it, before anything is applied.
                 if !fits_memory(payload.len()) {
                     return Err(over_budget());
                 }
-                let relay = state.awareness.apply(member, &payload, &limits.awareness());
-                // What was accepted before an error is relayed all the same.
-                let (relay, error) = match relay {
-                    Ok(relay) => (relay, None),
-                    Err(error) => (None, Some(error)),
-                };
-                if let Some(relay) = relay {
+                let limits = state.limits.awareness();
+                if let Some(relay) = state.awareness.apply(member, &payload, &limits)? {
                     // Sent back to its sender too: a y-websocket client that hears nothing for
                     // 30 s drops its connection, and alone in a room the echo of its own
                     // 15-second awareness renewal is all it hears (the reference server
                     // echoes awareness the same way).
                     broadcast_awareness(&state, charged(Message::Awareness(relay).encode()));
                 }
-                if let Some(error) = error {
-                    return Err(error.into());
-                }
             }
             Message::QueryAwareness => {
                 let mut state = self.lock();
-                let limits = state.limits;
-                let entry = state
-                    .members
-                    .get_mut(&member)
-                    .ok_or(RoomError::NotAMember)?;
-                if !entry.awareness_allowed(limits.max_awareness_per_second) {
+                if !state.awareness_allowed(member)? {
                     return Ok(());
                 }
                 if let Some(snapshot) = state.awareness.snapshot_frame() {
@@ -718,7 +705,6 @@ impl RoomCore {
         state.charge_document(&self.id, cost)?;
         // Whatever happens below may change the document.
         state.changed();
-        let clients: Vec<u64> = checked.report.clients.iter().map(|c| c.client).collect();
         let pending_after = match self.apply_checked(state, &checked) {
             Ok(pending) => pending,
             Err(error) => {
@@ -726,6 +712,7 @@ impl RoomCore {
                 return Err(error.into());
             }
         };
+        let clients = checked.report.clients.iter().map(|c| c.client);
         let caught_up = self.apply_waiting(state, clients);
         if !pending_before && !pending_after && !caught_up {
             return Ok(Relay::AsSent(update.clone()));
@@ -748,7 +735,7 @@ impl RoomCore {
 
     /// Applies the waiting updates that integrating structs of `clients` unblocked, and those
     /// they unblock in turn; returns whether any was applied.
-    fn apply_waiting(&self, state: &mut RoomState, clients: Vec<u64>) -> bool {
+    fn apply_waiting(&self, state: &mut RoomState, clients: impl Iterator<Item = u64>) -> bool {
         if state.waiting.is_empty() {
             return false;
         }
