@@ -232,7 +232,9 @@ impl AwarenessTable {
             self.snapshot = Some(None);
             return None;
         };
-        let frame = Memory::process().charged(Message::Awareness(snapshot).encode())?;
+        let frame = Memory::process()
+            .charged(Message::Awareness(snapshot).encode())
+            .ok()?;
         self.snapshot = Some(Some(frame.clone()));
         Some(frame)
     }

@@ -11,7 +11,6 @@
 //! it, the member is closed (1008), so no sender can keep a room busy for everyone else.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -52,8 +51,8 @@ impl Memory {
 
     /// The one count of the process.
     pub fn process() -> &'static Memory {
-        static PROCESS: OnceLock<Memory> = OnceLock::new();
-        PROCESS.get_or_init(|| Memory::new(DEFAULT_MEMORY_LIMIT))
+        static PROCESS: Memory = Memory::new(DEFAULT_MEMORY_LIMIT);
+        &PROCESS
     }
 
     pub fn set_limit(&self, limit: usize) {
@@ -87,14 +86,13 @@ impl Memory {
             });
     }
 
-    /// `bytes`, charged until the last clone of the returned `Bytes` is dropped; None if they
-    /// do not fit.
-    pub fn charged(&'static self, bytes: Bytes) -> Option<Bytes> {
-        let len = bytes.len();
-        if !self.try_charge(len) {
-            return None;
+    /// `bytes`, charged until the last clone of the returned `Bytes` is dropped; given back
+    /// uncharged (`Err`) if they do not fit.
+    pub fn charged(&'static self, bytes: Bytes) -> Result<Bytes, Bytes> {
+        if !self.try_charge(bytes.len()) {
+            return Err(bytes);
         }
-        Some(Bytes::from_owner(Charged {
+        Ok(Bytes::from_owner(Charged {
             bytes,
             memory: self,
         }))
@@ -197,7 +195,7 @@ mod tests {
         assert_eq!(MEMORY.used(), 1000);
         drop(clones);
         assert_eq!(MEMORY.used(), 0);
-        assert!(MEMORY.charged(Bytes::from(vec![0u8; 2 << 20])).is_none());
+        assert!(MEMORY.charged(Bytes::from(vec![0u8; 2 << 20])).is_err());
         assert_eq!(MEMORY.used(), 0);
     }
 

@@ -25,8 +25,7 @@ pub enum Head {
 /// Reads from `stream` until the end of a request head (or `MAX_HEAD_BYTES`); returns every
 /// byte read, or None if the peer closed first.
 pub async fn read_head(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
-    // Read into the buffer itself: a stack buffer would be part of every connection's
-    // opening future.
+    // Read into the buffer itself: no stack buffer in the opening future, no second copy.
     let mut head = Vec::with_capacity(1024);
     loop {
         if head.len() == head.capacity() {

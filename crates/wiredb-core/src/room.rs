@@ -295,7 +295,9 @@ fn over_budget() -> RoomError {
 /// A frame for members, charged to the process while any member holds it (if it fits: a
 /// frame is built only after the check that it should).
 fn charged(frame: Bytes) -> Bytes {
-    Memory::process().charged(frame.clone()).unwrap_or(frame)
+    Memory::process()
+        .charged(frame)
+        .unwrap_or_else(|frame| frame)
 }
 
 /// Whether `bytes` more could be held now.

@@ -15,6 +15,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -109,9 +110,8 @@ pub struct MemberSocket {
     charged: usize,
     /// A read was refused: the process's memory limit is reached.
     refused: bool,
-    /// What the server read before tungstenite (the request head), handed to it first.
-    replay: Vec<u8>,
-    replayed: usize,
+    /// What the server read before tungstenite (the request head) and has not handed it yet.
+    replay: Bytes,
 }
 
 impl MemberSocket {
@@ -124,8 +124,7 @@ impl MemberSocket {
             unsettled: 0,
             charged: 0,
             refused: false,
-            replay,
-            replayed: 0,
+            replay: Bytes::from(replay),
         }
     }
 
@@ -166,14 +165,12 @@ impl AsyncRead for MemberSocket {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.replayed < self.replay.len() {
-            let this = &mut *self;
-            let n = buf.remaining().min(this.replay.len() - this.replayed);
-            buf.put_slice(&this.replay[this.replayed..this.replayed + n]);
-            this.replayed += n;
-            if this.replayed == this.replay.len() {
-                this.replay = Vec::new();
-                this.replayed = 0;
+        if !self.replay.is_empty() {
+            let n = buf.remaining().min(self.replay.len());
+            buf.put_slice(&self.replay.split_to(n));
+            if self.replay.is_empty() {
+                // An empty slice still holds the head's allocation.
+                self.replay = Bytes::new();
             }
             return Poll::Ready(Ok(()));
         }
