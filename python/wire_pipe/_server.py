@@ -9,7 +9,6 @@ from types import TracebackType
 from typing import overload
 
 from wiredb import AsyncServer, Room
-from wiredb._stop import wait_stopped
 from wiredb._wiredb import PipeServer, RoomRegistry
 
 #: How long leaving the server's context waits for its peers to close.
@@ -71,7 +70,7 @@ class AsyncPipeServer(AsyncServer):
         try:
             if native is not None:
                 native.stop()
-                await wait_stopped(self.room_manager, STOP_TIMEOUT)
+                await self.room_manager._wait_stopped(STOP_TIMEOUT)
         finally:
             await self.room_manager.__aexit__(exc_type, exc_val, exc_tb)
 

@@ -10,7 +10,6 @@ from types import TracebackType
 from anyio import create_task_group
 
 from wiredb import AsyncServer, Room
-from wiredb._stop import wait_stopped
 from wiredb._wiredb import RoomRegistry, WebSocketServer, set_memory_limit
 
 from ._auth import CLOSED_BY_SERVER, Authorize, Connection, check_close, serve_authorizations
@@ -276,6 +275,6 @@ class AsyncWebSocketServer(AsyncServer):
         native, self._native = self._native, None
         if native is not None:
             native.stop()
-            await wait_stopped(self.room_manager, STOP_TIMEOUT)
+            await self.room_manager._wait_stopped(STOP_TIMEOUT)
         await self._exit_stack.aclose()
         self._port = None

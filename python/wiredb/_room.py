@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import asynccontextmanager
 from types import MappingProxyType
@@ -11,8 +12,12 @@ from typing import Any, Self
 from anyio import (
     TASK_STATUS_IGNORED,
     AsyncContextManagerMixin,
+    BusyResourceError,
     Event,
     create_task_group,
+    current_effective_deadline,
+    move_on_after,
+    sleep,
     sleep_forever,
     wait_readable,
 )
@@ -358,9 +363,30 @@ class RoomManager(AsyncContextManagerMixin):
             raise ConnectionError(f"room {clipped(id)} failed as it opened")
         return room
 
-    async def _wait_stopped(self) -> None:
-        """Returns once a wire reported (with a "stopped" event) that its peers are gone."""
-        await self._stopped.wait()
+    async def _wait_stopped(self, timeout: float) -> None:
+        """Returns once the wire said its peers are gone (the "stopped" event of the registry,
+        which follows the wire's native `stop()`), or after `timeout` seconds.
+
+        Leaving a server by cancellation (Ctrl-C, a cancelled task group, `move_on_after`)
+        cancels the dispatcher too, so nobody would report that event: the wait would last the
+        whole timeout. Then the registry is read here instead; only "stopped" matters, since
+        the manager closes every room next anyway.
+        """
+        cancelled = current_effective_deadline() == -math.inf
+        with move_on_after(timeout, shield=True):
+            registry = self._registry
+            if not cancelled or registry is None:
+                await self._stopped.wait()
+                return
+            while not self._stopped.is_set():
+                try:
+                    await wait_readable(registry.fd)
+                except BusyResourceError:
+                    # The cancelled dispatcher has not left its own wait yet.
+                    await sleep(0)
+                    continue
+                if any(kind == "stopped" for kind, _ in registry.events()):
+                    return
 
     async def _dispatch(self, registry: RoomRegistry, task_group: TaskGroup) -> None:
         """Opens and closes rooms when the registry asks, until the manager closes."""
